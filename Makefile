@@ -1,0 +1,91 @@
+# lws for Python: every target installs what it needs (Debian 12, run as root
+# or with sudo available). See README.md.
+
+SHELL := /bin/bash
+
+PYTHON ?= python3
+VENV := .venv
+VENV435 := .venv-lws435
+LWS435 := $(CURDIR)/vendor/prefix/lws-4.3.5
+DEBS := libwebsockets-dev libwebsockets-test-server pkg-config gcc make cmake \
+        libssl-dev zlib1g-dev curl
+PYTEST_ARGS ?=
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: all deps setup setup-435 build test test-416 test-435 demo lint typecheck \
+        memcheck clean
+
+all: setup
+
+deps:
+	@missing=""; for p in $(DEBS); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "make: installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	else echo "make: Debian packages present"; fi
+	@$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || { \
+	  echo "make: installing python3-venv"; \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq python3-venv >/dev/null; }
+
+# The package, built against the system libwebsockets (Debian: 4.1.6).
+$(VENV)/.installed: deps pyproject.toml setup.py build_lws.py $(wildcard lws/_cdef/*)
+	@echo "make: creating $(VENV) and installing lws-cffi against the system libwebsockets"
+	@[ -x $(VENV)/bin/python ] || $(PYTHON) -m venv $(VENV)
+	@$(VENV)/bin/python -m pip install -q --upgrade pip
+	@$(VENV)/bin/python -m pip install -q -e '.[test]'
+	@touch $@
+
+setup: $(VENV)/.installed
+
+# The same package against upstream 4.3.5 built into vendor/prefix.
+$(LWS435)/lib/pkgconfig/libwebsockets.pc: vendor/build-lws.sh
+	@bash vendor/build-lws.sh
+
+$(VENV435)/.installed: deps $(LWS435)/lib/pkgconfig/libwebsockets.pc pyproject.toml setup.py \
+                       build_lws.py $(wildcard lws/_cdef/*)
+	@echo "make: creating $(VENV435) and installing lws-cffi against lws 4.3.5"
+	@[ -x $(VENV435)/bin/python ] || $(PYTHON) -m venv $(VENV435)
+	@$(VENV435)/bin/python -m pip install -q --upgrade pip
+	@$(VENV435)/bin/python -m pip install -q '.[test]'
+	@touch $@
+
+setup-435: $(VENV435)/.installed
+
+# Builds in place are shared by the editable install; the 4.3.5 venv gets its
+# own copy (pip install .), so both can coexist.
+$(VENV435)/.installed: export LWS_PREFIX = $(LWS435)
+
+test-435: setup-435
+	@echo "make: tests against libwebsockets 4.3.5"
+	@cd tests && ../$(VENV435)/bin/python -m pytest -p no:cacheprovider -q \
+	  --rootdir=.. -c ../pyproject.toml $(PYTEST_ARGS) .
+
+test-416: setup
+	@echo "make: tests against the system libwebsockets"
+	@$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
+
+# Both lws versions; fails if either fails; ends with pytest's summary line.
+test: setup setup-435
+	@rc=0; \
+	$(MAKE) --no-print-directory test-435 2>&1 | tee .test-435.log; rc435=$${PIPESTATUS[0]}; \
+	$(MAKE) --no-print-directory test-416 2>&1 | tee .test-416.log; rc416=$${PIPESTATUS[0]}; \
+	$(VENV)/bin/python tests/combine_summary.py .test-435.log .test-416.log; \
+	[ $$rc435 = 0 ] && [ $$rc416 = 0 ]
+
+demo: setup
+	@$(VENV)/bin/python -m lws demo
+
+lint: setup
+	@$(VENV)/bin/python -m pip install -q ruff mypy
+	@$(VENV)/bin/python -m ruff check lws tests examples
+	@$(VENV)/bin/python -m mypy lws
+
+memcheck: setup
+	@PYTHONMALLOC=malloc valgrind --error-exitcode=99 --errors-for-leak-kinds=none \
+	  --suppressions=tests/valgrind.supp -q \
+	  $(VENV)/bin/python -m pytest -q -p no:cacheprovider tests/test_lifetimes.py
+
+clean:
+	rm -rf $(VENV) $(VENV435) build dist *.egg-info lws/_lws.* .test-*.log

@@ -1,0 +1,38 @@
+/* The binding's own C side (lws/_cdef/binding.c): feature flags, the
+ * callback trampoline with its reason filter, and tiny helpers. */
+
+static const char LWSPY_BUILT_VERSION[];
+static const int LWSPY_HAS_TLS;
+static const int LWSPY_HAS_HTTP2;
+static const int LWSPY_HAS_EXTENSIONS;
+static const int LWSPY_HAS_IPV6;
+static const int LWSPY_HAS_UNIX_SOCK;
+static const int LWSPY_HAS_EXTERNAL_POLL;
+static const int LWSPY_HAS_CUSTOM_HEADERS;
+static const int LWSPY_HAS_EVENT_LIB_CUSTOM;
+static const int LWSPY_HAS_CLIENT;
+static const int LWSPY_HAS_SERVER;
+static const int LWSPY_DEFAULT;
+
+/* Reasons the binding itself must see, whatever the user subscribed to. */
+extern unsigned char lwspy_always[128];
+
+lws_callback_function *lwspy_trampoline_ptr(void);
+void lwspy_info_init(struct lws_context_creation_info *info);
+void lwspy_log_install(int level);
+void lwspy_timer_schedule(struct lws_context *ctx, struct lwspy_timer *t, lws_usec_t us);
+void lwspy_wake_schedule(struct lws_context *ctx, struct lwspy_timer *t, lws_usec_t us);
+void lwspy_timer_cancel(struct lws_context *ctx, struct lwspy_timer *t);
+
+/* Counters of what reached the trampoline and what went on to Python:
+ * they are how the filter's saving is measured. */
+extern unsigned long long lwspy_count_in;
+extern unsigned long long lwspy_count_python;
+
+extern "Python" int _lwspy_callback(void *ctx_handle, int proto_index, struct lws *wsi,
+                                    int reason, void *user, void *in, size_t len);
+extern "Python" void _lwspy_log(int level, const char *line);
+extern "Python" void _lwspy_timer(void *ctx_handle, long long id);
+
+int lwspy_hdr_custom_length(struct lws *wsi, const char *name, int nlen);
+int lwspy_hdr_custom_copy(struct lws *wsi, char *dst, int len, const char *name, int nlen);

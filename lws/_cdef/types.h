@@ -1,0 +1,84 @@
+/* Types the binding uses. Structs end with "...;" so the C compiler fills in
+ * the real layout of whichever lws version is being built against. */
+
+struct lws;
+struct lws_context;
+struct lws_vhost;
+
+typedef int64_t lws_usec_t;
+
+/* Values are read by the compiler; Python has its own table (lws.reasons). */
+enum lws_callback_reasons { LWS_CALLBACK_ESTABLISHED, ... };
+
+typedef int lws_callback_function(struct lws *wsi, enum lws_callback_reasons reason,
+                                  void *user, void *in, size_t len);
+
+struct lws_protocols {
+    const char *name;
+    lws_callback_function *callback;
+    size_t per_session_data_size;
+    size_t rx_buffer_size;
+    unsigned int id;
+    void *user;
+    size_t tx_packet_size;
+    ...;
+};
+
+struct lws_context_creation_info {
+    int port;
+    const char *iface;
+    const struct lws_protocols *protocols;
+    uint64_t options;
+    void *user;
+    const char *vhost_name;
+    unsigned int timeout_secs;
+    unsigned int pt_serv_buf_size;
+    unsigned short max_http_header_data;
+    unsigned int fd_limit_per_thread;
+    int ka_time;
+    int keepalive_timeout;
+    ...;
+};
+
+struct lws_client_connect_info {
+    struct lws_context *context;
+    const char *address;
+    int port;
+    int ssl_connection;
+    const char *path;
+    const char *host;
+    const char *origin;
+    const char *protocol;
+    int ietf_version_or_minus_one;
+    void *userdata;
+    const char *method;
+    struct lws_vhost *vhost;
+    struct lws **pwsi;
+    const char *local_protocol_name;
+    void *opaque_user_data;
+    ...;
+};
+
+struct lws_process_html_args {
+    char *p;
+    int len;
+    int max_len;
+    int final;
+    ...;
+};
+
+typedef struct lws_sorted_usec_list { ...; } lws_sorted_usec_list_t;
+
+/* The binding's timer: an lws sul plus the id Python knows it by. */
+struct lwspy_timer {
+    lws_sorted_usec_list_t sul;
+    void *ctx_handle;
+    long long id;
+};
+
+/* Per protocol, pointed to by lws_protocols.user: which reasons enter Python. */
+#define LWSPY_NREASONS 128
+struct lwspy_proto {
+    int index;
+    unsigned char want[128];
+};

@@ -1,0 +1,609 @@
+"""Connections: one per lws ``struct lws *`` (wsi), from its creation to ``WSI_DESTROY``.
+
+Also where the binding follows lws' session-buffer lifetime (see
+docs/lifetimes.md): a view made in ``*_BIND_PROTOCOL`` or later in that
+binding lives until the matching ``*_DROP_PROTOCOL`` returns; a view handed to
+a callback outside such a bracket lives until that callback returns.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from ._binding import ffi, lib
+from ._guard import Guard
+from .errors import ConnectionClosed, LwsError, SendQueueFull, SessionClosed
+from .reasons import BIND_REASONS, DROP_REASONS, NOT_SESSION, Reason
+
+if TYPE_CHECKING:
+    from .context import Context
+    from .protocol import Protocol
+    from .session import Struct
+
+__all__ = ["Connection", "Refuse", "HeaderWriter"]
+
+logger = logging.getLogger("lws")
+
+LWS_PRE: int = lib.LWS_PRE
+DEFAULT: int = lib.LWSPY_DEFAULT
+NULL = ffi.NULL
+R = Reason
+
+_WRITE_TEXT = lib.LWS_WRITE_TEXT
+_WRITE_BINARY = lib.LWS_WRITE_BINARY
+_WRITE_CONT = lib.LWS_WRITE_CONTINUATION
+_WRITE_NO_FIN = lib.LWS_WRITE_NO_FIN
+_WRITE_PING = lib.LWS_WRITE_PING
+_CLOSE = object()  # queue marker: close after what was queued before it
+
+_RECEIVE = int(R.RECEIVE)
+_CLIENT_RECEIVE = int(R.CLIENT_RECEIVE)
+_SERVER_WRITEABLE = int(R.SERVER_WRITEABLE)
+_CLIENT_WRITEABLE = int(R.CLIENT_WRITEABLE)
+_ESTABLISHED = int(R.ESTABLISHED)
+_CLIENT_ESTABLISHED = int(R.CLIENT_ESTABLISHED)
+_PEER_CLOSE = int(R.WS_PEER_INITIATED_CLOSE)
+_WSI_DESTROY = int(R.WSI_DESTROY)
+_CONN_ERROR = int(R.CLIENT_CONNECTION_ERROR)
+_APPEND_HS = int(R.CLIENT_APPEND_HANDSHAKE_HEADER)
+_BIND = frozenset(int(r) for r in BIND_REASONS)
+_DROP = frozenset(int(r) for r in DROP_REASONS)
+_CLOSED = frozenset(int(r) for r in (R.CLOSED, R.CLIENT_CLOSED, R.CLOSED_HTTP,
+                                     R.CLOSED_CLIENT_HTTP, R.RAW_CLOSE))
+_WRITEABLE = frozenset((_SERVER_WRITEABLE, _CLIENT_WRITEABLE))
+_NOT_SESSION = frozenset(int(r) for r in NOT_SESSION)
+_SCRATCH = 64 * 1024  # reusable send buffer; larger messages get their own
+
+
+class Refuse(Exception):  # noqa: N818 - it is a verb on purpose: raise lws.Refuse(403)
+    """Raise in ``on_filter_protocol_connection`` (or another filter) to refuse.
+
+    ``status`` is the HTTP status sent before lws closes the connection
+    (e.g. 401, 403); ``0`` closes without a status line.
+    """
+
+    def __init__(self, status: int = 403, body: str = "") -> None:
+        super().__init__(status, body)
+        self.status = status
+        self.body = body
+
+
+class HeaderWriter:
+    """``in`` of ``ADD_HEADERS`` / ``CLIENT_APPEND_HANDSHAKE_HEADER``: appends headers.
+
+    Valid only during the callback that received it.
+    """
+
+    __slots__ = ("_conn", "_pp", "_end", "_alive")
+
+    def __init__(self, conn: Connection, pp: Any, end: Any) -> None:
+        self._conn = conn
+        self._pp = pp      # lws' write pointer (unsigned char **), advanced in place
+        self._end = end
+        self._alive = True
+
+    def add(self, name: str, value: str | bytes) -> None:
+        """Append ``name: value``; raises :class:`LwsError` if lws has no room."""
+        if not self._alive:
+            raise LwsError("a HeaderWriter is usable only during its callback")
+        bname = name.encode("ascii").rstrip(b":") + b":"
+        bvalue = value.encode("utf-8") if isinstance(value, str) else bytes(value)
+        if b"\r" in bvalue or b"\n" in bvalue or b"\r" in bname or b"\n" in bname:
+            raise ValueError("header names and values may not contain CR or LF")
+        if lib.lws_add_http_header_by_name(self._conn._wsi, bname, bvalue, len(bvalue),
+                                           self._pp, self._end):
+            raise LwsError(f"no room left for header {name!r}")
+
+    def _close(self) -> None:
+        self._alive = False
+
+
+class Connection:
+    """One lws connection (a wsi). Made by the binding, never by the user.
+
+    Scopes of "user" data: ``conn.state`` is a plain Python slot that lives
+    from the wsi's creation to ``WSI_DESTROY`` (so it survives HTTP keep-alive
+    transactions); ``conn.session`` is the typed view of lws' per-session
+    buffer, whose lifetime is one protocol binding (one HTTP transaction, or
+    the whole WebSocket session).
+
+    Threading: ``send``, ``send_fragment``, ``ping``, ``close``,
+    ``pause_reading``/``resume_reading`` are safe from any thread; everything
+    else belongs on the thread running lws (inside a handler).
+    """
+
+    __slots__ = (
+        "_ctx", "_wsi", "_key", "id", "protocol", "is_client", "state", "_view",
+        "_bracket_user", "_temp_views", "_cb_user", "_queue", "_queued", "_qlock",
+        "_write_requested", "_closing", "_closed", "_destroyed", "_rx_parts", "_rx_size",
+        "_rx_binary", "close_code", "close_reason", "error", "_external", "_connect_headers",
+        "_established", "_txbuf", "_why", "__weakref__",
+    )
+
+    def __init__(self, ctx: Context, wsi: Any, key: int, protocol: Protocol | None,
+                 is_client: bool) -> None:
+        self._ctx = ctx
+        self._wsi = wsi
+        self._key = key
+        self.id = ctx._next_conn_id()
+        self.protocol: Protocol | None = protocol
+        self.is_client = is_client
+        self.state: Any = None
+        self._view: Struct | None = None       # view over the bound buffer
+        self._bracket_user: Any = None         # the bound buffer's address (cdata)
+        self._temp_views: list[Struct] | None = None
+        self._cb_user: Any = NULL               # `user` of the running callback
+        self._queue: collections.deque[tuple[Any, int]] = collections.deque()
+        self._queued = 0
+        self._qlock = threading.Lock()
+        self._write_requested = False
+        self._closing = False
+        self._closed = False
+        self._destroyed = False
+        self._established = False
+        self._rx_parts: list[bytes] = []
+        self._rx_size = 0
+        self._rx_binary = False
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self.error: str | None = None
+        self._external: Any = None             # client session buffer the binding owns
+        self._connect_headers: Mapping[str, str] | None = None
+        self._txbuf: Any = None
+        self._why = ""
+
+    # -- identity -------------------------------------------------------
+
+    def __lws_address__(self) -> int:
+        """The wsi's address, for C pointer fields (``pss.wsi = conn``)."""
+        return self._key
+
+    def __repr__(self) -> str:
+        side = "client" if self.is_client else "server"
+        name = self.protocol.name if self.protocol is not None else "-"
+        status = " closed" if self._closed else ""
+        return f"<Connection #{self.id} {side} {name!r}{status}>"
+
+    @property
+    def context(self) -> Context:
+        return self._ctx
+
+    @property
+    def closed(self) -> bool:
+        """True once lws reported the connection closed (or failed)."""
+        return self._closed
+
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes waiting in this connection's send queue."""
+        return self._queued
+
+    # -- session data ---------------------------------------------------
+
+    @property
+    def session(self) -> Any:
+        """The typed view of lws' per-session buffer, or ``None`` if the protocol has none.
+
+        Raises :class:`lws.SessionClosed` when no buffer is live (between
+        transactions, after the close callbacks, or after ``WSI_DESTROY``).
+        """
+        proto = self.protocol
+        st = proto.session if proto is not None else None
+        if st is None:
+            return None
+        user = self._cb_user
+        view = self._view
+        if user == NULL or not self._ctx._on_lws_thread():
+            if view is None:
+                raise SessionClosed(f"{self!r} has no live session buffer: {self._why or 'none bound'}")
+            return view
+        if view is not None and (self._external is not None or user == self._bracket_user):
+            return view
+        # A buffer seen outside a BIND..DROP bracket: it lives for this callback.
+        temp = st.view(int(ffi.cast("uintptr_t", user)), Guard(self._ctx._lws_thread, self))
+        if self._temp_views is None:
+            self._temp_views = [temp]
+        else:
+            self._temp_views.append(temp)
+        return temp
+
+    def _callback_session(self) -> Any:
+        """``session`` for the raw callback: ``None`` where no buffer is live."""
+        try:
+            return self.session
+        except SessionClosed:
+            return None
+
+    def _open_bracket(self, user: Any) -> None:
+        if self._view is not None:
+            # A bind with no DROP for the previous buffer: lws already freed it.
+            self._kill_view("the protocol was re-bound")
+        if user == NULL:
+            return
+        st = self.protocol.session if self.protocol is not None else None
+        self._bracket_user = user
+        if st is not None:
+            self._view = st.view(int(ffi.cast("uintptr_t", user)), Guard(self._ctx._lws_thread, self))
+
+    def _kill_view(self, why: str) -> None:
+        view = self._view
+        self._view = None
+        self._bracket_user = None
+        self._why = why
+        if view is not None:
+            view._guard.kill(why)
+
+    # -- the callback path (lws thread only) ------------------------------
+
+    def _callback(self, proto: Protocol | None, reason: int, user: Any, in_: Any,
+                  len_: int) -> int:
+        if reason in _BIND:
+            if proto is not None:
+                self.protocol = proto
+            if self._external is None:
+                self._open_bracket(user)
+        self._cb_user = NULL if reason in _NOT_SESSION else user
+        try:
+            if reason == _RECEIVE or reason == _CLIENT_RECEIVE:
+                return self._on_receive(proto, reason, in_, len_)
+            if reason in _WRITEABLE:
+                return self._on_writeable(proto, reason)
+            if reason == _ESTABLISHED or reason == _CLIENT_ESTABLISHED:
+                self._established = True
+                if proto is not None:
+                    proto._live[self._key] = self
+                if self._queue:
+                    self._request_writeable()
+            elif reason == _PEER_CLOSE:
+                self._note_peer_close(in_, len_)
+            elif reason in _CLOSED or reason == _CONN_ERROR:
+                self._note_closed(proto, reason, in_)
+            elif reason == _APPEND_HS and self._connect_headers:
+                self._append_connect_headers(in_, len_)
+            return self._ctx._call_handlers(proto, self, reason, in_, len_)
+        finally:
+            self._cb_user = NULL
+            if self._temp_views is not None:
+                for view in self._temp_views:
+                    view._guard.kill("its callback returned (buffer outside a protocol binding)")
+                self._temp_views = None
+            if reason in _DROP and self._external is None:
+                self._kill_view(f"{Reason(reason).name} (lws frees the buffer now)")
+            elif reason == _WSI_DESTROY:
+                self._destroy()
+
+    def _on_receive(self, proto: Protocol | None, reason: int, in_: Any, len_: int) -> int:
+        ret = DEFAULT
+        if proto is None:
+            return ret
+        handler = proto._handlers.get(reason)
+        if handler is not None or proto._has_raw:
+            ret = self._ctx._call_handlers(proto, self, reason, in_, len_)
+        if not proto._reassemble or self._closing:
+            return ret
+        wsi = self._wsi
+        chunk = ffi.buffer(in_, len_)[:]
+        final = lib.lws_is_final_fragment(wsi)
+        if not self._rx_parts and final:
+            binary = lib.lws_frame_is_binary(wsi)
+            message = chunk
+        else:
+            if not self._rx_parts:
+                self._rx_binary = bool(lib.lws_frame_is_binary(wsi))
+            self._rx_size += len_
+            if self._rx_size > proto.max_message_size:
+                return self._close_now(1009, "message too big")
+            self._rx_parts.append(chunk)
+            if not final:
+                return ret
+            message = b"".join(self._rx_parts)
+            binary = self._rx_binary
+            self._rx_parts = []
+            self._rx_size = 0
+        if len(message) > proto.max_message_size:
+            return self._close_now(1009, "message too big")
+        if not binary:
+            try:
+                text: bytes | str = message.decode("utf-8")
+            except UnicodeDecodeError:
+                return self._close_now(1007, "invalid UTF-8")
+        else:
+            text = message
+        r = self._ctx._call_message_handler(proto, self, text)
+        return r if r != DEFAULT else ret
+
+    def _on_writeable(self, proto: Protocol | None, reason: int) -> int:
+        self._write_requested = False
+        if self._queue:
+            with self._qlock:
+                payload, flags = self._queue.popleft()
+                if payload is not _CLOSE:
+                    self._queued -= len(payload)
+            if payload is _CLOSE:
+                code, why = flags
+                return self._close_now(code, why)
+            if self._write(payload, flags) < 0:
+                return -1
+            if self._queue or (proto is not None and reason in proto._wanted):
+                # More to send, or the user's WRITEABLE handler gets its own turn.
+                self._request_writeable()
+            return 0
+        return self._ctx._call_handlers(proto, self, reason, NULL, 0)
+
+    def _write(self, payload: bytes, flags: int) -> int:
+        n = len(payload)
+        if n <= _SCRATCH:
+            buf = self._txbuf
+            if buf is None:
+                buf = self._txbuf = ffi.new("unsigned char[]", LWS_PRE + _SCRATCH)
+        else:
+            buf = ffi.new("unsigned char[]", LWS_PRE + n)
+        ffi.memmove(buf + LWS_PRE, payload, n)
+        written = lib.lws_write(self._wsi, buf + LWS_PRE, n, flags)
+        if written < n:
+            logger.debug("%r: lws_write wrote %d of %d bytes; closing", self, written, n)
+            return -1
+        return written
+
+    def _close_now(self, code: int, reason: str) -> int:
+        """Close from inside a callback: set the close frame, return -1 to lws."""
+        self._closing = True
+        raw = reason.encode("utf-8")[:123]
+        lib.lws_close_reason(self._wsi, code, raw, len(raw))
+        return -1
+
+    def _note_peer_close(self, in_: Any, len_: int) -> None:
+        if len_ >= 2:
+            raw = ffi.buffer(in_, len_)[:]
+            self.close_code = (raw[0] << 8) | raw[1]
+            self.close_reason = raw[2:].decode("utf-8", "replace")
+        else:
+            self.close_code = 1005
+
+    def _note_closed(self, proto: Protocol | None, reason: int, in_: Any) -> None:
+        self._closed = True
+        self._closing = True
+        if reason == _CONN_ERROR:
+            self.error = ffi.string(ffi.cast("char *", in_)).decode("utf-8", "replace") \
+                if in_ != NULL else "connection failed"
+        for p in (proto, self.protocol):
+            if p is not None:
+                p._live.pop(self._key, None)
+
+    def _destroy(self) -> None:
+        self._closed = True
+        self._destroyed = True
+        self._kill_view("the connection was destroyed (WSI_DESTROY)")
+        if self._external is not None:
+            view, self._external = self._external, None
+            view._guard.kill("the connection was destroyed (WSI_DESTROY)")
+            self._ctx._client_buffers.pop(self.id, None)  # frees it
+        if self.protocol is not None:
+            self.protocol._live.pop(self._key, None)
+        self._queue.clear()
+        self._queued = 0
+        self._txbuf = None
+        self._ctx._forget(self)
+
+    def _append_connect_headers(self, in_: Any, len_: int) -> None:
+        pp = ffi.cast("unsigned char **", in_)
+        end = pp[0] + len_
+        writer = HeaderWriter(self, pp, end)
+        try:
+            for name, value in (self._connect_headers or {}).items():
+                writer.add(name, value)
+        finally:
+            writer._close()
+
+    # -- sending ----------------------------------------------------------
+
+    def send(self, data: bytes | bytearray | memoryview | str) -> None:
+        """Queue one whole message: ``str`` goes as text, bytes-like as binary.
+
+        Safe from any thread. The queue is drained one ``lws_write`` per
+        WRITEABLE callback, as lws requires. Raises :class:`lws.SendQueueFull`
+        past ``Protocol.send_queue_limit`` and :class:`lws.ConnectionClosed`
+        once the connection is closing.
+        """
+        if isinstance(data, str):
+            self._enqueue(data.encode("utf-8"), _WRITE_TEXT)
+        elif isinstance(data, bytes):
+            self._enqueue(data, _WRITE_BINARY)
+        elif isinstance(data, (bytearray, memoryview)):
+            self._enqueue(bytes(data), _WRITE_BINARY)
+        else:
+            raise TypeError(f"send() takes str or a bytes-like object, not {type(data).__name__}")
+
+    def send_fragment(self, data: bytes | str, *, first: bool, final: bool,
+                      binary: bool | None = None) -> None:
+        """Queue one fragment of a message (``first``/``final`` say where it sits).
+
+        The first fragment sets the message type: ``binary``, or when it is
+        ``None``, str = text and bytes = binary.
+        """
+        payload = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+        if binary is None:
+            binary = not isinstance(data, str)
+        if first:
+            flags = _WRITE_BINARY if binary else _WRITE_TEXT
+        else:
+            flags = _WRITE_CONT
+        if not final:
+            flags |= _WRITE_NO_FIN
+        self._enqueue(payload, flags)
+
+    def ping(self, data: bytes = b"") -> None:
+        """Queue a ping (payload at most 125 bytes)."""
+        if len(data) > 125:
+            raise ValueError("a ping payload is at most 125 bytes")
+        self._enqueue(bytes(data), _WRITE_PING)
+
+    def _enqueue(self, payload: bytes, flags: int) -> None:
+        if self._closing or self._closed:
+            raise ConnectionClosed(f"{self!r} is closing", self.close_code, self.close_reason)
+        n = len(payload)
+        limit = self.protocol.send_queue_limit if self.protocol is not None else 0
+        with self._qlock:
+            if self._queued + n > limit and (self._queued or n > limit):
+                raise SendQueueFull(
+                    f"{self!r}: {self._queued} bytes queued, {n} more would pass the "
+                    f"limit of {limit} (Protocol.send_queue_limit)"
+                )
+            self._queue.append((payload, flags))
+            self._queued += n
+        if self._established and not self._write_requested:
+            self._request_writeable()
+
+    def _request_writeable(self) -> None:
+        if self._ctx._on_lws_thread():
+            if not self._destroyed:
+                self._write_requested = True
+                lib.lws_callback_on_writable(self._wsi)
+        else:
+            self._ctx.call_soon_threadsafe(self._request_writeable)
+
+    def write(self, data: bytes, flags: int | None = None) -> int:
+        """``lws_write`` now, for ports of C code: only inside a WRITEABLE handler.
+
+        ``flags`` defaults to binary (``LWS_WRITE_BINARY``); LWS_PRE headroom
+        is handled here. Returns what lws_write returned.
+        """
+        if not self._ctx._on_lws_thread():
+            raise LwsError("write() belongs in a WRITEABLE handler; use send() elsewhere")
+        return self._write(bytes(data), _WRITE_BINARY if flags is None else flags)
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close after what is already queued, with ``code`` and ``reason``.
+
+        Safe from any thread; closing twice is harmless.
+        """
+        if not (code in (1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011)
+                or 3000 <= code <= 4999):
+            raise ValueError(f"{code} is not a close code an endpoint may send")
+        if len(reason.encode("utf-8")) > 123:
+            raise ValueError("a close reason is at most 123 bytes of UTF-8")
+        if self._closing or self._closed:
+            return
+        self._closing = True
+        with self._qlock:
+            self._queue.append((_CLOSE, (code, reason)))  # type: ignore[arg-type]
+        self._request_writeable()
+
+    # -- the frame being received (inside on_receive / on_client_receive) ----
+
+    @property
+    def is_first_fragment(self) -> bool:
+        """``lws_is_first_fragment()``: this chunk starts a message."""
+        return bool(lib.lws_is_first_fragment(self._wsi))
+
+    @property
+    def is_final_fragment(self) -> bool:
+        """``lws_is_final_fragment()``: this chunk ends a message."""
+        return bool(lib.lws_is_final_fragment(self._wsi))
+
+    @property
+    def is_binary(self) -> bool:
+        """``lws_frame_is_binary()``: the message being received is binary."""
+        return bool(lib.lws_frame_is_binary(self._wsi))
+
+    @property
+    def remaining_payload(self) -> int:
+        """``lws_remaining_packet_payload()``: bytes of this frame still to come."""
+        return int(lib.lws_remaining_packet_payload(self._wsi))
+
+    # -- rx flow control, timers --------------------------------------------
+
+    def pause_reading(self) -> None:
+        """Stop lws reading from this connection (``lws_rx_flow_control(wsi, 0)``)."""
+        self._on_lws(lambda: lib.lws_rx_flow_control(self._wsi, 0))
+
+    def resume_reading(self) -> None:
+        """Resume reading (``lws_rx_flow_control(wsi, 1)``)."""
+        self._on_lws(lambda: lib.lws_rx_flow_control(self._wsi, 1))
+
+    def set_timer(self, seconds: float) -> None:
+        """Deliver ``TIMER`` (``on_timer``) after ``seconds``; a negative value cancels.
+
+        ``lws_set_timer_usecs``. The protocol must handle ``TIMER``.
+        """
+        proto = self.protocol
+        if proto is None or int(R.TIMER) not in proto._wanted:
+            raise LwsError("set_timer() needs the protocol to define on_timer (or a raw callback)")
+        usecs = -1 if seconds < 0 else int(seconds * 1_000_000)
+        self._on_lws(lambda: lib.lws_set_timer_usecs(self._wsi, usecs))
+
+    def set_timeout(self, seconds: int) -> None:
+        """Let lws close the connection if it is still open after ``seconds`` (0 cancels).
+
+        ``lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, seconds)``.
+        """
+        self._on_lws(lambda: lib.lws_set_timeout(self._wsi, lib.PENDING_TIMEOUT_USER_OK, seconds))
+
+    def _on_lws(self, fn: Any) -> None:
+        if self._destroyed:
+            raise ConnectionClosed(f"{self!r} is closed", self.close_code, self.close_reason)
+        if self._ctx._on_lws_thread():
+            fn()
+        else:
+            self._ctx.call_soon_threadsafe(lambda: None if self._destroyed else fn())
+
+    # -- request information (during the handshake / HTTP callbacks) ---------
+
+    def _check_lws(self) -> None:
+        if self._destroyed:
+            raise ConnectionClosed(f"{self!r} is closed", self.close_code, self.close_reason)
+        if not self._ctx._on_lws_thread():
+            raise LwsError("request headers are readable only from a handler")
+
+    def header(self, name: str) -> str | None:
+        """A request header by name (case-insensitive), or ``None`` if absent.
+
+        Headers lws knows by token are always readable during the handshake
+        or HTTP callbacks; others need an lws built with custom headers.
+        """
+        self._check_lws()
+        from ._headers import read_header
+
+        return read_header(self._wsi, name)
+
+    @property
+    def path(self) -> str:
+        """The request's URI path (without the query)."""
+        self._check_lws()
+        from ._headers import read_path
+
+        return read_path(self._wsi)
+
+    @property
+    def query(self) -> dict[str, str]:
+        """The request's query arguments (the last one wins for a repeated name)."""
+        self._check_lws()
+        from ._headers import read_query
+
+        return dict(read_query(self._wsi))
+
+    @property
+    def peer_address(self) -> str:
+        """The peer's IP address as lws reports it."""
+        self._check_lws()
+        buf = ffi.new("char[]", 128)
+        out = lib.lws_get_peer_simple(self._wsi, buf, 128)
+        return ffi.string(out).decode() if out != NULL else ""
+
+    def http_respond(self, status: int, body: bytes | str = b"", *,
+                     content_type: str = "text/plain; charset=utf-8",
+                     headers: Mapping[str, str] | None = None) -> int:
+        """Answer an HTTP request at once (small bodies); return the result to lws.
+
+        For use in the raw HTTP reasons (``on_http``): writes status, headers
+        and body, then completes the transaction so keep-alive works. Return
+        its result from the handler.
+        """
+        self._check_lws()
+        from ._headers import http_respond
+
+        return http_respond(self, status, body, content_type, headers)

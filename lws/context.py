@@ -1,0 +1,740 @@
+"""The lws context: protocols, the listening vhost, the service loop, timers.
+
+Threading rules (lws is single-threaded):
+
+* lws runs on the thread inside :meth:`Context.run` or :meth:`Context.service`;
+  every handler runs there.
+* :meth:`Context.stop`, :meth:`Context.call_soon_threadsafe` and the
+  connection calls documented as thread-safe may be used from any thread: they
+  wake lws with ``lws_cancel_service()`` and do their work on its thread.
+"""
+
+from __future__ import annotations
+
+import collections
+import ipaddress
+import itertools
+import logging
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from . import _log
+from ._binding import ffi, lib, require
+from ._guard import Guard, LwsThread
+from .connection import DEFAULT, NULL, Connection, HeaderWriter, Refuse
+from .errors import ConnectError, ContextError, LwsError
+from .protocol import NO_CONNECTION_REASONS, Protocol
+from .reasons import BOOKKEEPING, IN_KIND, InKind, Reason
+
+__all__ = ["Context", "TimerHandle"]
+
+logger = logging.getLogger("lws")
+
+# The reasons the binding always needs, in the C filter's table.
+for _r in BOOKKEEPING | {Reason.CLIENT_APPEND_HANDSHAKE_HEADER}:
+    lib.lwspy_always[int(_r)] = 1
+
+_NO_CONN = frozenset(int(r) for r in NO_CONNECTION_REASONS)
+_CLIENT_REASONS = frozenset(int(r) for r in (
+    Reason.CLIENT_HTTP_BIND_PROTOCOL, Reason.CLIENT_CONNECTION_ERROR, Reason.CONNECTING,
+    Reason.CLIENT_APPEND_HANDSHAKE_HEADER, Reason.ESTABLISHED_CLIENT_HTTP,
+    Reason.CLIENT_FILTER_PRE_ESTABLISH, Reason.CLIENT_ESTABLISHED, Reason.CLIENT_WRITEABLE,
+    Reason.CLIENT_RECEIVE, Reason.CLIENT_CLOSED, Reason.WS_CLIENT_BIND_PROTOCOL,
+    Reason.WS_CLIENT_DROP_PROTOCOL, Reason.CLIENT_HTTP_DROP_PROTOCOL,
+))
+_FILTERS = frozenset(int(r) for r in (Reason.FILTER_PROTOCOL_CONNECTION,
+                                      Reason.FILTER_HTTP_CONNECTION,
+                                      Reason.FILTER_NETWORK_CONNECTION))
+_FILTER_NETWORK = int(Reason.FILTER_NETWORK_CONNECTION)
+_CLOSE_TIMEOUT = 2.0
+
+
+@ffi.def_extern()  # type: ignore[untyped-decorator]
+def _lwspy_callback(ctx_handle: Any, proto_index: int, wsi: Any, reason: int, user: Any,
+                    in_: Any, len_: int) -> int:
+    try:
+        ctx: Context = ffi.from_handle(ctx_handle)
+        return ctx._dispatch(proto_index, wsi, reason, user, in_, len_)
+    except BaseException as exc:  # noqa: BLE001 - nothing may cross into C
+        try:
+            logger.critical("lws binding: internal error in callback", exc_info=exc)
+        finally:
+            return -1  # noqa: B012
+
+
+@ffi.def_extern()  # type: ignore[untyped-decorator]
+def _lwspy_timer(ctx_handle: Any, timer_id: int) -> None:
+    try:
+        ctx: Context = ffi.from_handle(ctx_handle)
+        ctx._fire_timer(timer_id)
+    except BaseException as exc:  # noqa: BLE001 - nothing may cross into C
+        try:
+            logger.critical("lws binding: internal error in timer", exc_info=exc)
+        finally:
+            return  # noqa: B012
+
+
+class TimerHandle:
+    """A scheduled :meth:`Context.call_later`; :meth:`cancel` it before it fires."""
+
+    __slots__ = ("_ctx", "_id", "cancelled")
+
+    def __init__(self, ctx: Context, timer_id: int) -> None:
+        self._ctx = ctx
+        self._id = timer_id
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        """Cancel the call (thread-safe); harmless if it already ran."""
+        if not self.cancelled:
+            self.cancelled = True
+            self._ctx._cancel_timer(self._id)
+
+
+class Context:
+    """An lws context with one listening (or client-only) vhost.
+
+    ``protocols``: :class:`Protocol` instances; the first is ``protocols[0]``,
+    which lws also uses for plain HTTP. ``port``: ``None`` for a client-only
+    context, ``0`` for an ephemeral port (read it back from :attr:`port`).
+    ``host``: address or interface to listen on (``None``: all).
+    ``state``: context-wide user data (C's ``info.user``), free for the
+    application. ``close_on_error``: an exception in a handler closes that
+    connection (default) or is only logged.
+
+    Use it as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        protocols: Iterable[Protocol],
+        *,
+        port: int | None = None,
+        host: str | None = None,
+        state: Any = None,
+        close_on_error: bool = True,
+        validate_utf8: bool = True,
+        timeout_secs: int = 0,
+        max_http_header_data: int = 0,
+        pt_serv_buf_size: int = 0,
+    ) -> None:
+        self._ctx: Any = NULL
+        self._closed = True
+        protos = list(protocols)
+        if not protos:
+            raise ValueError("a Context needs at least one protocol")
+        names = set()
+        for p in protos:
+            if not isinstance(p, Protocol):
+                raise TypeError(f"protocols must be Protocol instances, got {p!r}")
+            if not hasattr(type(p), "name"):
+                raise TypeError(f"{type(p).__name__} has no name")
+            if p._context is not None:
+                raise ValueError(f"{p!r} already belongs to a Context")
+            if p.name in names:
+                raise ValueError(f"two protocols are named {p.name!r}")
+            names.add(p.name)
+        if port is not None and (not isinstance(port, int) or not 0 <= port <= 65535):
+            raise ValueError(f"port must be None or 0..65535, got {port!r}")
+        if host is not None and not isinstance(host, str):
+            raise TypeError("host must be a str")
+
+        self.state: Any = state
+        self.close_on_error = close_on_error
+        self._protocols = protos
+        self._lws_thread = LwsThread()
+        self._conns: dict[Any, Connection] = {}
+        self._conn_ids = itertools.count(1)
+        self._calls: collections.deque[tuple[Callable[..., Any], tuple[Any, ...]]] = \
+            collections.deque()
+        self._stop = False
+        self._pending: BaseException | None = None
+        self._running = threading.Lock()
+        self._timers: dict[int, tuple[Any, Callable[..., Any] | None, tuple[Any, ...]]] = {}
+        self._timer_ids = itertools.count(1)
+        self._connecting: Connection | None = None
+        self._client_buffers: dict[int, Any] = {}
+        self._wake: Any = None
+        self._keep: list[Any] = []  # everything C points at
+        self._handle = ffi.new_handle(self)
+
+        # protocols[] for lws, terminated by a zeroed entry (4.1 has no LIST_TERM).
+        arr = ffi.new("struct lws_protocols[]", len(protos) + 1)
+        extra = ffi.new("struct lwspy_proto[]", len(protos))
+        trampoline = lib.lwspy_trampoline_ptr()
+        for i, p in enumerate(protos):
+            cname = ffi.new("char[]", p.name.encode())
+            self._keep.append(cname)
+            arr[i].name = cname
+            arr[i].callback = trampoline
+            arr[i].per_session_data_size = p.per_session_data_size()
+            arr[i].rx_buffer_size = p.rx_buffer_size
+            arr[i].tx_packet_size = p.tx_packet_size
+            arr[i].id = p.id
+            extra[i].index = i
+            for r in type(p)._wanted:
+                if r < 128:
+                    extra[i].want[r] = 1
+            arr[i].user = ffi.addressof(extra, i)
+            p._context = self
+            p._index = i
+            p._live = {}
+        self._keep += [arr, extra]
+        self._proto_array = arr
+
+        info = ffi.new("struct lws_context_creation_info *")
+        lib.lwspy_info_init(info)
+        info.port = lib.CONTEXT_PORT_NO_LISTEN
+        info.options = lib.LWS_SERVER_OPTION_EXPLICIT_VHOSTS
+        if validate_utf8:
+            info.options |= lib.LWS_SERVER_OPTION_VALIDATE_UTF8
+        info.user = self._handle
+        with _log.capture() as lines:
+            self._ctx = lib.lws_create_context(info)
+        if self._ctx == NULL:
+            self._release()
+            raise ContextError("lws_create_context() failed", lines)
+        self._closed = False
+
+        vinfo = ffi.new("struct lws_context_creation_info *")
+        lib.lwspy_info_init(vinfo)
+        vinfo.port = lib.CONTEXT_PORT_NO_LISTEN if port is None else port
+        vinfo.protocols = arr
+        vinfo.vhost_name = self._cstr("default")
+        vinfo.options = lib.LWS_SERVER_OPTION_FAIL_UPON_UNABLE_TO_BIND
+        if validate_utf8:
+            vinfo.options |= lib.LWS_SERVER_OPTION_VALIDATE_UTF8
+        if host is not None:
+            vinfo.iface = self._cstr(host)
+            if _is_ipv4(host):
+                vinfo.options |= lib.LWS_SERVER_OPTION_DISABLE_IPV6
+        vinfo.timeout_secs = timeout_secs
+        vinfo.max_http_header_data = max_http_header_data
+        vinfo.pt_serv_buf_size = pt_serv_buf_size
+        self._lws_thread.ident = threading.get_ident()
+        try:
+            with _log.capture() as lines:
+                self._vhost = lib.lws_create_vhost(self._ctx, vinfo)
+        finally:
+            self._lws_thread.ident = None
+        if self._vhost == NULL:
+            where = "" if port is None else f" on {host or '*'}:{port}"
+            self._destroy_context()
+            raise ContextError(f"creating the vhost{where} failed", lines)
+        self._port = 0 if port is None else lib.lws_get_vhost_listen_port(self._vhost)
+
+    # -- small helpers ------------------------------------------------------
+
+    def _cstr(self, text: str) -> Any:
+        buf = ffi.new("char[]", text.encode())
+        self._keep.append(buf)
+        return buf
+
+    def _next_conn_id(self) -> int:
+        return next(self._conn_ids)
+
+    def _on_lws_thread(self) -> bool:
+        return threading.get_ident() == self._lws_thread.ident
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise LwsError("the Context is closed")
+
+    # -- public properties ---------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        """The port the vhost listens on (the real one when created with port 0)."""
+        return self._port
+
+    @property
+    def protocols(self) -> list[Protocol]:
+        return list(self._protocols)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def connections(self) -> list[Connection]:
+        """Every connection lws has now (WebSocket, HTTP, pending clients)."""
+        return list(self._conns.values())
+
+    # -- callbacks (lws thread) ---------------------------------------------
+
+    def _dispatch(self, pi: int, wsi: Any, reason: int, user: Any, in_: Any, len_: int) -> int:
+        proto = self._protocols[pi] if pi >= 0 else None
+        if reason in _NO_CONN:
+            if proto is None:
+                return DEFAULT
+            if reason == _FILTER_NETWORK:
+                in_ = user  # the accepted socket's fd, not a buffer
+            return self._call_handlers(proto, None, reason, in_, len_)
+        conn = self._conns.get(wsi)
+        if conn is None:
+            conn = self._adopt(wsi, proto, reason)
+        return conn._callback(proto, reason, user, in_, len_)
+
+    def _adopt(self, wsi: Any, proto: Protocol | None, reason: int) -> Connection:
+        """First callback for a wsi: make (or find the pending client) Connection."""
+        conn = None
+        key = int(ffi.cast("uintptr_t", wsi))
+        opaque = lib.lws_get_opaque_user_data(wsi)
+        if opaque != NULL and self._connecting is not None and \
+                int(ffi.cast("uintptr_t", opaque)) == self._connecting.id:
+            conn = self._connecting
+        elif self._connecting is not None and reason in _CLIENT_REASONS:
+            conn = self._connecting
+        if conn is not None:
+            conn._wsi = wsi
+            conn._key = key
+        else:
+            conn = Connection(self, wsi, key, proto, reason in _CLIENT_REASONS)
+        self._conns[wsi] = conn
+        return conn
+
+    def _forget(self, conn: Connection) -> None:
+        self._conns.pop(conn._wsi, None)
+
+    def _call_handlers(self, proto: Protocol | None, conn: Connection | None, reason: int,
+                       in_: Any, len_: int) -> int:
+        """Run the protocol's handler(s) for ``reason``; map the result for lws."""
+        if proto is None:
+            return DEFAULT
+        entry = proto._handlers.get(reason)
+        if entry is None and not proto._has_raw:
+            return DEFAULT
+        value: Any = None
+        writer: HeaderWriter | None = None
+        try:
+            kind = entry[1] if entry is not None else _in_kind(reason)
+            if kind is not InKind.NONE:
+                value = self._convert_in(kind, conn, reason, in_, len_)
+                if isinstance(value, HeaderWriter):
+                    writer = value
+            result: Any = None
+            if entry is not None:
+                fn, kind, no_conn = entry
+                if no_conn:
+                    result = fn(proto) if kind is InKind.NONE else fn(proto, value)
+                elif kind is InKind.NONE:
+                    result = fn(proto, conn)
+                else:
+                    result = fn(proto, conn, value)
+            if proto._has_raw:
+                # The raw callback sees every reason it wants, after the Pythonic
+                # handler; the handler's result wins when it gave one.
+                session = conn._callback_session() if conn is not None else None
+                raw = proto.callback(conn, Reason(reason), session, value)  # type: ignore[attr-defined]
+                if result is None:
+                    result = raw
+        except Refuse as refusal:
+            return self._refuse(conn, refusal)
+        except Exception as exc:
+            return self._handler_failed(proto, conn, reason, exc)
+        except BaseException as exc:
+            self._pending = exc
+            self.stop()
+            return -1
+        finally:
+            if writer is not None:
+                writer._close()
+        if result is None:
+            return DEFAULT
+        if isinstance(result, bool) or not isinstance(result, int):
+            return self._handler_failed(proto, conn, reason, TypeError(
+                f"handlers return None or an int for lws, not {type(result).__name__}"))
+        return result
+
+    def _call_message_handler(self, proto: Protocol, conn: Connection, message: Any) -> int:
+        try:
+            result = proto.on_message(conn, message)  # type: ignore[attr-defined]
+        except Exception as exc:
+            return self._handler_failed(proto, conn, int(Reason.RECEIVE), exc)
+        except BaseException as exc:
+            self._pending = exc
+            self.stop()
+            return -1
+        return DEFAULT if result is None else int(result)
+
+    def _handler_failed(self, proto: Protocol, conn: Connection | None, reason: int,
+                        exc: Exception) -> int:
+        where = f"{type(proto).__name__} handling {Reason(reason).name}"
+        logger.error("exception in %s for %r", where, conn, exc_info=exc)
+        if conn is None or not self.close_on_error:
+            return DEFAULT
+        if conn._established and not conn._closing:
+            return conn._close_now(1011, "server error" if not conn.is_client else "client error")
+        return -1
+
+    def _refuse(self, conn: Connection | None, refusal: Refuse) -> int:
+        if conn is not None and refusal.status:
+            body = ffi.new("char[]", refusal.body.encode()) if refusal.body else NULL
+            lib.lws_return_http_status(conn._wsi, refusal.status, body)
+        return -1
+
+    def _convert_in(self, kind: InKind, conn: Connection | None, reason: int, in_: Any,
+                    len_: int) -> Any:
+        if kind is InKind.BYTES:
+            return ffi.buffer(in_, len_)[:] if in_ != NULL else b""
+        if kind is InKind.STR:
+            return ffi.buffer(in_, len_)[:].decode("utf-8", "replace") if in_ != NULL else ""
+        if kind is InKind.CSTR:
+            return ffi.string(ffi.cast("char *", in_)).decode("utf-8", "replace") \
+                if in_ != NULL else ""
+        if kind is InKind.FD:
+            return int(ffi.cast("intptr_t", in_))
+        if kind is InKind.HEADERS and conn is not None:
+            if reason == int(Reason.ADD_HEADERS):
+                args = ffi.cast("struct lws_process_html_args *", in_)
+                pp = ffi.cast("unsigned char **", ffi.addressof(args, "p"))
+                return HeaderWriter(conn, pp, pp[0] + args.max_len)
+            pp = ffi.cast("unsigned char **", in_)
+            return HeaderWriter(conn, pp, pp[0] + len_)
+        return None
+
+    # -- the service loop ----------------------------------------------------
+
+    def run(self) -> None:
+        """Serve until :meth:`stop` (from a handler or any thread).
+
+        A ``BaseException`` raised in a handler (``KeyboardInterrupt``...)
+        stops the loop and is re-raised here.
+        """
+        self._check_open()
+        self._stop = False
+        with self._owning():
+            while not self._stop:
+                if lib.lws_service(self._ctx, 0) < 0:
+                    break
+                self._after_service()
+
+    def service(self, timeout: float | None = None) -> None:
+        """Run one round of lws' service loop, for a loop of your own.
+
+        ``timeout``: ``None`` waits for the next event; ``0`` does not wait;
+        a positive value waits at most that many seconds (bounded with an lws
+        timer, since lws 4.1 ignores a positive poll timeout).
+        """
+        self._check_open()
+        with self._owning():
+            if timeout is not None and timeout <= 0:
+                lib.lws_service(self._ctx, -1)
+            elif timeout is None:
+                lib.lws_service(self._ctx, 0)
+            else:
+                if self._wake is None:
+                    self._wake = ffi.new("struct lwspy_timer *")
+                lib.lwspy_wake_schedule(self._ctx, self._wake, int(timeout * 1_000_000))
+                try:
+                    lib.lws_service(self._ctx, 0)
+                finally:
+                    lib.lwspy_timer_cancel(self._ctx, self._wake)
+            self._after_service()
+
+    def _owning(self) -> _Owning:
+        return _Owning(self)
+
+    def _after_service(self) -> None:
+        calls = self._calls
+        while calls:
+            fn, args = calls.popleft()
+            try:
+                fn(*args)
+            except Exception as exc:
+                logger.error("exception in a call_soon_threadsafe callback", exc_info=exc)
+        if self._pending is not None:
+            exc, self._pending = self._pending, None
+            raise exc
+
+    def stop(self) -> None:
+        """Make :meth:`run` return after the current round. Thread-safe."""
+        self._stop = True
+        if not self._closed:
+            lib.lws_cancel_service(self._ctx)
+
+    def call_soon_threadsafe(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` on the lws thread soon. Safe from any thread."""
+        self._calls.append((fn, args))
+        if not self._closed:
+            lib.lws_cancel_service(self._ctx)
+
+    def call_later(self, delay: float, fn: Callable[..., Any], *args: Any) -> TimerHandle:
+        """Run ``fn(*args)`` on the lws thread after ``delay`` seconds (an lws timer)."""
+        self._check_open()
+        timer_id = next(self._timer_ids)
+        handle = TimerHandle(self, timer_id)
+        t = ffi.new("struct lwspy_timer *")
+        t.ctx_handle = self._handle
+        t.id = timer_id
+        self._timers[timer_id] = (t, fn, args)
+        us = max(0, int(delay * 1_000_000))
+        if self._on_lws_thread() or self._lws_thread.ident is None:
+            lib.lwspy_timer_schedule(self._ctx, t, us)
+        else:
+            self.call_soon_threadsafe(self._schedule_timer, timer_id, us)
+        return handle
+
+    def _schedule_timer(self, timer_id: int, us: int) -> None:
+        entry = self._timers.get(timer_id)
+        if entry is not None:
+            lib.lwspy_timer_schedule(self._ctx, entry[0], us)
+
+    def _cancel_timer(self, timer_id: int) -> None:
+        if self._on_lws_thread() or self._lws_thread.ident is None:
+            entry = self._timers.pop(timer_id, None)
+            if entry is not None and not self._closed:
+                lib.lwspy_timer_cancel(self._ctx, entry[0])
+        else:
+            self.call_soon_threadsafe(self._cancel_timer, timer_id)
+
+    def _fire_timer(self, timer_id: int) -> None:
+        entry = self._timers.pop(timer_id, None)
+        if entry is None:
+            return
+        _, fn, args = entry
+        try:
+            if fn is not None:
+                fn(*args)
+        except Exception as exc:
+            logger.error("exception in a call_later callback", exc_info=exc)
+        except BaseException as exc:
+            self._pending = exc
+            self.stop()
+
+    def _request_writeable_all(self, proto: Protocol) -> None:
+        if self._on_lws_thread():
+            lib.lws_callback_on_writable_all_protocol(self._ctx, ffi.addressof(
+                self._proto_array, proto._index))
+        else:
+            self.call_soon_threadsafe(self._request_writeable_all, proto)
+
+    # -- clients -------------------------------------------------------------
+
+    def connect(
+        self,
+        url: str,
+        protocol: Protocol | str | None = None,
+        *,
+        subprotocol: str | None = "",
+        origin: str | None = None,
+        host: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        session: Mapping[str, Any] | None = None,
+    ) -> Connection:
+        """Start a WebSocket client connection to ``url`` (``ws://`` or ``wss://``).
+
+        ``protocol``: the local protocol (instance or name) whose handlers run
+        the connection (default: the first). ``subprotocol``: the
+        ``Sec-WebSocket-Protocol`` to ask for (default: the protocol's name;
+        ``None`` asks for none). ``headers``: extra handshake headers.
+        ``session``: initial values for the session data; the binding then
+        owns the session buffer (lws' ``userdata``) and frees it after
+        ``WSI_DESTROY``.
+
+        Returns the connection at once; ``on_client_established`` or
+        ``on_client_connection_error`` follows. Raises :class:`lws.ConnectError`
+        if lws refuses to even start (its message included), which it may
+        report re-entrantly through ``on_client_connection_error`` first.
+        Call on the lws thread, or before/between service rounds.
+        """
+        self._check_open()
+        if self._lws_thread.ident is not None and not self._on_lws_thread():
+            raise LwsError("connect() belongs on the lws thread: use call_soon_threadsafe")
+        proto = self._find_protocol(protocol)
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("ws", "wss") or not parts.hostname:
+            raise ValueError(f"not a ws:// or wss:// URL: {url!r}")
+        secure = parts.scheme == "wss"
+        if secure:
+            require("tls")
+        try:
+            port = parts.port or (443 if secure else 80)
+        except ValueError as exc:
+            raise ValueError(f"bad port in {url!r}") from exc
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        if subprotocol == "":
+            subprotocol = proto.name
+        for name, value in (headers or {}).items():
+            if not isinstance(name, str) or not isinstance(value, str):
+                raise TypeError("headers must map str to str")
+
+        conn = Connection(self, NULL, 0, proto, True)
+        conn._connect_headers = dict(headers) if headers else None
+        ci = ffi.new("struct lws_client_connect_info *")
+        ci.context = self._ctx
+        ci.vhost = self._vhost
+        ci.address = keep_addr = ffi.new("char[]", parts.hostname.encode("idna"))
+        ci.port = port
+        ci.ssl_connection = 1 if secure else 0
+        ci.path = keep_path = ffi.new("char[]", path.encode())
+        hosthdr = host or parts.netloc.rsplit("@", 1)[-1]
+        ci.host = keep_host = ffi.new("char[]", hosthdr.encode())
+        keep_origin = ffi.new("char[]", (origin or hosthdr).encode())
+        ci.origin = keep_origin
+        keep_proto = ffi.new("char[]", subprotocol.encode()) if subprotocol else NULL
+        ci.protocol = keep_proto
+        keep_local = ffi.new("char[]", proto.name.encode())
+        ci.local_protocol_name = keep_local
+        ci.ietf_version_or_minus_one = -1
+        ci.opaque_user_data = ffi.cast("void *", conn.id)
+        if session is not None:
+            conn._external = self._client_session(conn, proto, session)
+            ci.userdata = ffi.cast("void *", conn._external.address)
+        pwsi = ffi.new("struct lws **")
+        ci.pwsi = pwsi
+        keep = (keep_addr, keep_path, keep_host, keep_origin, keep_proto, keep_local)
+        self._connecting = conn
+        outer = self._lws_thread.ident
+        self._lws_thread.ident = threading.get_ident()
+        try:
+            with _log.capture() as lines:
+                wsi = lib.lws_client_connect_via_info(ci)
+        finally:
+            self._lws_thread.ident = outer
+            self._connecting = None
+            del keep
+        if wsi == NULL:
+            conn._closed = True
+            if conn._wsi != NULL:
+                self._conns.pop(conn._wsi, None)
+            if conn._external is not None:
+                conn._external._guard.kill("the connection could not be started")
+                conn._external = None
+            message = conn.error or "; ".join(lines) or "lws could not start the connection"
+            raise ConnectError(f"connecting to {url}: {message}")
+        if conn._wsi == NULL:
+            conn._wsi = wsi
+            conn._key = int(ffi.cast("uintptr_t", wsi))
+            self._conns[wsi] = conn
+        return conn
+
+    def _find_protocol(self, protocol: Protocol | str | None) -> Protocol:
+        if protocol is None:
+            return self._protocols[0]
+        for p in self._protocols:
+            if p is protocol or p.name == protocol:
+                return p
+        raise ValueError(f"{protocol!r} is not one of this context's protocols")
+
+    def _client_session(self, conn: Connection, proto: Protocol,
+                        values: Mapping[str, Any]) -> Any:
+        st = proto.session
+        if st is None:
+            raise ValueError(f"protocol {proto.name!r} declares no session data")
+        buf = ffi.new("char[]", st.size)
+        view = st.view(int(ffi.cast("uintptr_t", buf)), Guard(self._lws_thread, conn))
+        # Freed (dropped) only after the connection's final callback.
+        self._client_buffers[conn.id] = buf
+        for name, value in values.items():
+            setattr(view, name, value)
+        return view
+
+    # -- closing -------------------------------------------------------------
+
+    def close(self, timeout: float = _CLOSE_TIMEOUT) -> None:
+        """Close every connection (1001 to WebSockets), then destroy the lws context.
+
+        Waits at most ``timeout`` seconds for peers to answer the close, runs
+        the final callbacks, destroys the context and releases every handle.
+        Closing twice is harmless. If :meth:`run` is active on another thread
+        it is stopped first.
+        """
+        if self._closed:
+            return
+        if self._lws_thread.ident is not None and not self._on_lws_thread():
+            self.stop()
+            if not self._running.acquire(timeout=max(timeout, 1.0)):
+                raise LwsError("run() did not stop in time; close() from its thread instead")
+            self._running.release()
+        if self._on_lws_thread():
+            # Called from a handler: finish after this round instead.
+            self.call_soon_threadsafe(self.close, timeout)
+            self.stop()
+            return
+        for conn in list(self._conns.values()):
+            if conn._established and not conn._closing:
+                try:
+                    conn.close(1001, "going away")
+                except Exception:  # noqa: BLE001 - closing must go on
+                    pass
+        deadline = time.monotonic() + timeout
+        try:
+            while any(c._established for c in self._conns.values()) and \
+                    time.monotonic() < deadline:
+                self.service(min(0.05, max(0.0, deadline - time.monotonic())))
+        except BaseException:
+            self._destroy_context()
+            raise
+        self._destroy_context()
+
+    def _destroy_context(self) -> None:
+        if self._ctx != NULL:
+            self._lws_thread.ident = threading.get_ident()
+            try:
+                lib.lws_context_destroy(self._ctx)
+            finally:
+                self._lws_thread.ident = None
+        self._ctx = NULL
+        self._closed = True
+        for conn in list(self._conns.values()):
+            conn._destroy()
+        self._release()
+
+    def _release(self) -> None:
+        for p in self._protocols:
+            p._context = None
+            p._live = {}
+        self._timers.clear()
+        self._calls.clear()
+        self._client_buffers.clear()
+        self._keep = []
+        self._wake = None
+
+    def __enter__(self) -> Context:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        status = "closed" if self._closed else f"port {self._port}"
+        return f"<lws.Context {status} protocols={[p.name for p in self._protocols]}>"
+
+
+class _Owning:
+    """Marks the calling thread as the one running lws, for the guards."""
+
+    __slots__ = ("_ctx", "_outer")
+
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
+
+    def __enter__(self) -> None:
+        ctx = self._ctx
+        me = threading.get_ident()
+        if ctx._lws_thread.ident == me:
+            raise LwsError("run()/service() may not be called from a handler")
+        if not ctx._running.acquire(blocking=False):
+            raise LwsError("lws is already running on another thread")
+        ctx._lws_thread.ident = me
+
+    def __exit__(self, *exc: object) -> None:
+        self._ctx._lws_thread.ident = None
+        self._ctx._running.release()
+
+
+def _in_kind(reason: int) -> InKind:
+    try:
+        return IN_KIND.get(Reason(reason), InKind.NONE)
+    except ValueError:
+        return InKind.NONE
+
+
+def _is_ipv4(host: str) -> bool:
+    try:
+        return isinstance(ipaddress.ip_address(host), ipaddress.IPv4Address)
+    except ValueError:
+        return False

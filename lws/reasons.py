@@ -1,0 +1,191 @@
+"""Callback reasons, named as in lws.
+
+``Reason.RECEIVE`` is ``LWS_CALLBACK_RECEIVE``. Both spellings are exported by
+the package (``lws.RECEIVE`` and ``lws.LWS_CALLBACK_RECEIVE``) so ported C code
+reads the same. Values are lws' own (they are fixed in its ABI).
+
+``IN_KIND`` says what the callback's ``in`` argument becomes in Python; the
+table is documented in docs/callbacks.md.
+"""
+
+from __future__ import annotations
+
+import enum
+
+__all__ = ["Reason", "InKind", "IN_KIND", "BOOKKEEPING", "BIND_REASONS", "DROP_REASONS",
+           "FINAL_REASONS", "NOT_SESSION", "handler_name"]
+
+
+class Reason(enum.IntEnum):
+    """An lws callback reason (``enum lws_callback_reasons``)."""
+
+    ESTABLISHED = 0
+    CLIENT_CONNECTION_ERROR = 1
+    CLIENT_FILTER_PRE_ESTABLISH = 2
+    CLIENT_ESTABLISHED = 3
+    CLOSED = 4
+    CLOSED_HTTP = 5
+    RECEIVE = 6
+    RECEIVE_PONG = 7
+    CLIENT_RECEIVE = 8
+    CLIENT_RECEIVE_PONG = 9
+    CLIENT_WRITEABLE = 10
+    SERVER_WRITEABLE = 11
+    HTTP = 12
+    HTTP_BODY = 13
+    HTTP_BODY_COMPLETION = 14
+    HTTP_FILE_COMPLETION = 15
+    HTTP_WRITEABLE = 16
+    FILTER_NETWORK_CONNECTION = 17
+    FILTER_HTTP_CONNECTION = 18
+    SERVER_NEW_CLIENT_INSTANTIATED = 19
+    FILTER_PROTOCOL_CONNECTION = 20
+    OPENSSL_LOAD_EXTRA_CLIENT_VERIFY_CERTS = 21
+    OPENSSL_LOAD_EXTRA_SERVER_VERIFY_CERTS = 22
+    OPENSSL_PERFORM_CLIENT_CERT_VERIFICATION = 23
+    CLIENT_APPEND_HANDSHAKE_HEADER = 24
+    CONFIRM_EXTENSION_OKAY = 25
+    CLIENT_CONFIRM_EXTENSION_SUPPORTED = 26
+    PROTOCOL_INIT = 27
+    PROTOCOL_DESTROY = 28
+    WSI_CREATE = 29
+    WSI_DESTROY = 30
+    GET_THREAD_ID = 31
+    ADD_POLL_FD = 32
+    DEL_POLL_FD = 33
+    CHANGE_MODE_POLL_FD = 34
+    LOCK_POLL = 35
+    UNLOCK_POLL = 36
+    OPENSSL_CONTEXT_REQUIRES_PRIVATE_KEY = 37
+    WS_PEER_INITIATED_CLOSE = 38
+    WS_EXT_DEFAULTS = 39
+    CGI = 40
+    CGI_TERMINATED = 41
+    CGI_STDIN_DATA = 42
+    CGI_STDIN_COMPLETED = 43
+    ESTABLISHED_CLIENT_HTTP = 44
+    CLOSED_CLIENT_HTTP = 45
+    RECEIVE_CLIENT_HTTP = 46
+    COMPLETED_CLIENT_HTTP = 47
+    RECEIVE_CLIENT_HTTP_READ = 48
+    HTTP_BIND_PROTOCOL = 49
+    HTTP_DROP_PROTOCOL = 50
+    CHECK_ACCESS_RIGHTS = 51
+    PROCESS_HTML = 52
+    ADD_HEADERS = 53
+    SESSION_INFO = 54
+    GS_EVENT = 55
+    HTTP_PMO = 56
+    CLIENT_HTTP_WRITEABLE = 57
+    OPENSSL_PERFORM_SERVER_CERT_VERIFICATION = 58
+    RAW_RX = 59
+    RAW_CLOSE = 60
+    RAW_WRITEABLE = 61
+    RAW_ADOPT = 62
+    RAW_ADOPT_FILE = 63
+    RAW_RX_FILE = 64
+    RAW_WRITEABLE_FILE = 65
+    RAW_CLOSE_FILE = 66
+    SSL_INFO = 67
+    CHILD_CLOSING = 69
+    CGI_PROCESS_ATTACH = 70
+    EVENT_WAIT_CANCELLED = 71
+    VHOST_CERT_AGING = 72
+    TIMER = 73
+    VHOST_CERT_UPDATE = 74
+    CLIENT_CLOSED = 75
+    CLIENT_HTTP_DROP_PROTOCOL = 76
+    WS_SERVER_BIND_PROTOCOL = 77
+    WS_SERVER_DROP_PROTOCOL = 78
+    WS_CLIENT_BIND_PROTOCOL = 79
+    WS_CLIENT_DROP_PROTOCOL = 80
+    RAW_SKT_BIND_PROTOCOL = 81
+    RAW_SKT_DROP_PROTOCOL = 82
+    RAW_FILE_BIND_PROTOCOL = 83
+    RAW_FILE_DROP_PROTOCOL = 84
+    CLIENT_HTTP_BIND_PROTOCOL = 85
+    HTTP_CONFIRM_UPGRADE = 86
+    RAW_PROXY_CLI_RX = 89
+    RAW_PROXY_SRV_RX = 90
+    RAW_PROXY_CLI_CLOSE = 91
+    RAW_PROXY_SRV_CLOSE = 92
+    RAW_PROXY_CLI_WRITEABLE = 93
+    RAW_PROXY_SRV_WRITEABLE = 94
+    RAW_PROXY_CLI_ADOPT = 95
+    RAW_PROXY_SRV_ADOPT = 96
+    RAW_PROXY_CLI_BIND_PROTOCOL = 97
+    RAW_PROXY_SRV_BIND_PROTOCOL = 98
+    RAW_PROXY_CLI_DROP_PROTOCOL = 99
+    RAW_PROXY_SRV_DROP_PROTOCOL = 100
+    RAW_CONNECTED = 101
+    VERIFY_BASIC_AUTHORIZATION = 102
+    WSI_TX_CREDIT_GET = 103
+    CLIENT_HTTP_REDIRECT = 104
+    CONNECTING = 105  # lws 4.3 and later
+
+
+class InKind(enum.Enum):
+    """What ``in`` becomes in Python for a reason."""
+
+    NONE = "None"
+    BYTES = "bytes (a copy of in[0:len])"
+    STR = "str (in[0:len] decoded as UTF-8, errors replaced)"
+    CSTR = "str (in as a NUL-terminated C string), or '' when NULL"
+    FD = "int (the socket file descriptor lws passes in user)"
+    HEADERS = "HeaderWriter (appends headers at lws' write pointer)"
+
+
+R = Reason
+IN_KIND: dict[Reason, InKind] = {
+    R.RECEIVE: InKind.BYTES,
+    R.CLIENT_RECEIVE: InKind.BYTES,
+    R.RECEIVE_PONG: InKind.BYTES,
+    R.CLIENT_RECEIVE_PONG: InKind.BYTES,
+    R.WS_PEER_INITIATED_CLOSE: InKind.BYTES,
+    R.HTTP_BODY: InKind.BYTES,
+    R.RECEIVE_CLIENT_HTTP_READ: InKind.BYTES,
+    R.RAW_RX: InKind.BYTES,
+    R.HTTP: InKind.STR,
+    R.CLIENT_CONNECTION_ERROR: InKind.CSTR,
+    R.FILTER_NETWORK_CONNECTION: InKind.FD,
+    R.ADD_HEADERS: InKind.HEADERS,
+    R.CLIENT_APPEND_HANDSHAKE_HEADER: InKind.HEADERS,
+}
+
+BIND_REASONS = frozenset({
+    R.HTTP_BIND_PROTOCOL, R.CLIENT_HTTP_BIND_PROTOCOL, R.WS_SERVER_BIND_PROTOCOL,
+    R.WS_CLIENT_BIND_PROTOCOL, R.RAW_SKT_BIND_PROTOCOL, R.RAW_FILE_BIND_PROTOCOL,
+    R.RAW_PROXY_CLI_BIND_PROTOCOL, R.RAW_PROXY_SRV_BIND_PROTOCOL,
+})
+DROP_REASONS = frozenset({
+    R.HTTP_DROP_PROTOCOL, R.CLIENT_HTTP_DROP_PROTOCOL, R.WS_SERVER_DROP_PROTOCOL,
+    R.WS_CLIENT_DROP_PROTOCOL, R.RAW_SKT_DROP_PROTOCOL, R.RAW_FILE_DROP_PROTOCOL,
+    R.RAW_PROXY_CLI_DROP_PROTOCOL, R.RAW_PROXY_SRV_DROP_PROTOCOL,
+})
+# The connection's last callbacks: the connection has ended.
+FINAL_REASONS = frozenset({
+    R.CLOSED, R.CLIENT_CLOSED, R.CLOSED_HTTP, R.CLIENT_CONNECTION_ERROR, R.RAW_CLOSE,
+    R.CLOSED_CLIENT_HTTP,
+})
+
+# What the binding itself must see whatever the user subscribed to: session
+# brackets, the end of a connection, the send queue, the peer's close code.
+BOOKKEEPING = BIND_REASONS | DROP_REASONS | FINAL_REASONS | frozenset({
+    R.WSI_CREATE, R.WSI_DESTROY, R.ESTABLISHED, R.CLIENT_ESTABLISHED,
+    R.SERVER_WRITEABLE, R.CLIENT_WRITEABLE, R.WS_PEER_INITIATED_CLOSE,
+})
+
+
+# Reasons whose ``user`` is not a session buffer (an fd, an OpenSSL object):
+# the binding never makes a view for them.
+NOT_SESSION = frozenset({
+    R.FILTER_NETWORK_CONNECTION, R.OPENSSL_LOAD_EXTRA_CLIENT_VERIFY_CERTS,
+    R.OPENSSL_LOAD_EXTRA_SERVER_VERIFY_CERTS, R.OPENSSL_PERFORM_CLIENT_CERT_VERIFICATION,
+    R.OPENSSL_PERFORM_SERVER_CERT_VERIFICATION, R.OPENSSL_CONTEXT_REQUIRES_PRIVATE_KEY,
+    R.EVENT_WAIT_CANCELLED, R.PROTOCOL_INIT, R.PROTOCOL_DESTROY,
+})
+
+
+def handler_name(reason: Reason) -> str:
+    """The Pythonic handler for a reason: ``on_`` + its lowercase name."""
+    return "on_" + reason.name.lower()

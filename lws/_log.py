@@ -51,12 +51,28 @@ def _lwspy_log(level: int, line: object) -> None:
             if len(text) > 2 and text[1] == ":" and text[0] in "EWNIDPHXCLUT":
                 text = text[2:].lstrip()
         pylevel = _python_level(level)
-        sink = getattr(_captures, "lines", None)
-        if sink is not None and pylevel >= logging.WARNING:
-            sink.append(text)
-        logger.log(pylevel, "%s", text)
+        cap = getattr(_captures, "active", None)
+        if cap is not None and level & cap.mask:
+            cap.lines.append(text)
+        if pylevel >= _state["level"]:
+            logger.log(pylevel, "%s", text)
     except BaseException:  # noqa: BLE001 - nothing may cross into C
         pass
+
+
+_state = {"level": logging.WARNING}
+
+
+def _mask(level: int) -> int:
+    mask = 0
+    for bit, pylevel in _LEVELS:
+        if pylevel >= level:
+            mask |= bit
+    return mask
+
+
+def _install(level: int) -> None:
+    lib.lwspy_log_install(_mask(level))
 
 
 def set_lws_log_level(level: int) -> None:
@@ -65,26 +81,38 @@ def set_lws_log_level(level: int) -> None:
     lws filters in C, so lines below the level cost nothing. The default is
     ``logging.WARNING``. Python's own logger level still applies on top.
     """
-    mask = 0
-    for bit, pylevel in _LEVELS:
-        if pylevel >= level:
-            mask |= bit
-    lib.lwspy_log_install(mask)
+    _state["level"] = level
+    _install(level)
+
+
+ERRORS = lib.LLL_ERR | lib.LLL_WARN
+REASONS = ERRORS | lib.LLL_NOTICE | lib.LLL_INFO
 
 
 class capture:
-    """Collect the error/warning lines lws logs on this thread inside the block."""
+    """Collect what lws logs on this thread inside the block (lws level bits ``mask``).
 
-    def __init__(self) -> None:
+    lws says why a client connect failed at notice/info level, so
+    ``capture(REASONS)`` enables those levels in lws for the block; lines below
+    the level set with :func:`set_lws_log_level` are collected but not passed
+    on to ``logging``.
+    """
+
+    def __init__(self, mask: int = ERRORS) -> None:
         self.lines: list[str] = []
+        self.mask = mask
 
     def __enter__(self) -> list[str]:
-        self._saved = getattr(_captures, "lines", None)
-        _captures.lines = self.lines
+        self._saved = getattr(_captures, "active", None)
+        _captures.active = self
+        if self.mask != ERRORS:
+            lib.lwspy_log_install(self.mask | _mask(_state["level"]))
         return self.lines
 
     def __exit__(self, *exc: object) -> None:
-        _captures.lines = self._saved
+        _captures.active = self._saved
+        if self.mask != ERRORS:
+            _install(_state["level"])
 
 
-set_lws_log_level(logging.WARNING)
+_install(logging.WARNING)

@@ -374,13 +374,13 @@ class Connection:
             if p is not None:
                 p._live.pop(self._key, None)
 
-    def _destroy(self) -> None:
+    def _destroy(self, why: str = "the connection was destroyed (WSI_DESTROY)") -> None:
         self._closed = True
         self._destroyed = True
-        self._kill_view("the connection was destroyed (WSI_DESTROY)")
+        self._kill_view(why)
         if self._external is not None:
             view, self._external = self._external, None
-            view._guard.kill("the connection was destroyed (WSI_DESTROY)")
+            view._guard.kill(why)
             self._ctx._client_buffers.pop(self.id, None)  # frees it
         if self.protocol is not None:
             self.protocol._live.pop(self._key, None)

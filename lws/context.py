@@ -188,7 +188,9 @@ class Context:
         info = ffi.new("struct lws_context_creation_info *")
         lib.lwspy_info_init(info)
         info.port = lib.CONTEXT_PORT_NO_LISTEN
-        info.options = lib.LWS_SERVER_OPTION_EXPLICIT_VHOSTS
+        # Client Origin headers are sent as given (lws would prefix "http://").
+        info.options = (lib.LWS_SERVER_OPTION_EXPLICIT_VHOSTS
+                        | lib.LWS_SERVER_OPTION_JUST_USE_RAW_ORIGIN)
         if validate_utf8:
             info.options |= lib.LWS_SERVER_OPTION_VALIDATE_UTF8
         info.user = self._handle
@@ -572,7 +574,7 @@ class Context:
         ci.path = keep_path = ffi.new("char[]", path.encode())
         hosthdr = host or parts.netloc.rsplit("@", 1)[-1]
         ci.host = keep_host = ffi.new("char[]", hosthdr.encode())
-        keep_origin = ffi.new("char[]", (origin or hosthdr).encode())
+        keep_origin = ffi.new("char[]", origin.encode()) if origin else NULL
         ci.origin = keep_origin
         keep_proto = ffi.new("char[]", subprotocol.encode()) if subprotocol else NULL
         ci.protocol = keep_proto
@@ -590,20 +592,22 @@ class Context:
         outer = self._lws_thread.ident
         self._lws_thread.ident = threading.get_ident()
         try:
-            with _log.capture() as lines:
+            # lws says why a connect failed at notice/info level: collect those too.
+            with _log.capture(_log.REASONS) as lines:
                 wsi = lib.lws_client_connect_via_info(ci)
         finally:
             self._lws_thread.ident = outer
             self._connecting = None
             del keep
         if wsi == NULL:
-            conn._closed = True
-            if conn._wsi != NULL:
-                self._conns.pop(conn._wsi, None)
-            if conn._external is not None:
-                conn._external._guard.kill("the connection could not be started")
-                conn._external = None
-            message = conn.error or "; ".join(lines) or "lws could not start the connection"
+            # lws may have bound (and freed) a session buffer with no DROP or
+            # WSI_DESTROY callback: end everything the connection had.
+            if not conn._destroyed:
+                conn._destroy("the connection could not be started")
+            detail = "; ".join(line for line in lines if "fail" in line.lower())
+            message = conn.error or "lws could not start the connection"
+            if detail and detail not in message:
+                message += f" ({detail})"
             raise ConnectError(f"connecting to {url}: {message}")
         if conn._wsi == NULL:
             conn._wsi = wsi

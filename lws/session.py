@@ -1145,13 +1145,13 @@ def _message(exc: BaseException) -> str:
 
 def _where_in_text(match: re.Match[str]) -> str:
     column = f", column {match[2]}" if match[2] else ""
-    return f"(line {match[1]}{column})"
+    return f" (line {match[1]}{column}):"
 
 
 def _explain(text: str, exc: BaseException, what: str) -> str:
     detail = _message(exc)
-    detail = re.sub(r"<cdef source string>:(\d+)(?::(\d+))?:?", _where_in_text, detail)
-    detail = detail.replace("<cdef source string>: ", "").replace("<cdef source string>", "")
+    detail = re.sub(r"\s*<cdef source string>:(\d+)(?::(\d+))?:?", _where_in_text, detail)
+    detail = re.sub(r"\s*<cdef source string>:?", ":", detail)
     message = f"cannot parse {what}: {detail}"
     cleaned = _clean(text)
     hints = []
@@ -1319,6 +1319,8 @@ def _eval_annotation(owner: str, fname: str, ann: str, module: str, localns: dic
     globalns = dict(vars(mod)) if mod is not None else {}
     try:
         return eval(ann, globalns, localns)
+    except DeclarationError as exc:
+        raise DeclarationError(f"{owner}.{fname}: {exc}") from None
     except Exception as exc:
         raise DeclarationError(
             f"{owner}.{fname}: cannot evaluate the annotation {ann!r}: {exc}"

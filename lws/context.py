@@ -696,6 +696,7 @@ class Context:
         self._client_buffers.clear()
         self._keep = []
         self._wake = None
+        self._conns.clear()
 
     def __enter__(self) -> Context:
         return self

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import pathlib
 import sys
+from typing import NoReturn
 
 from cffi import FFI
 
@@ -32,15 +33,15 @@ or point LWS_PREFIX (or PKG_CONFIG_PATH) at another libwebsockets install.
 {detail}"""
 
 
-def _fail(detail: str) -> "NoReturn":  # type: ignore[name-defined]  # noqa: F821
+def _fail(detail: str) -> NoReturn:  # type: ignore[name-defined]
     sys.stderr.write("\nlws-cffi build error: " + MISSING_LWS.format(detail=detail) + "\n")
     raise SystemExit(1)
 
 
 def _prefix_pkgconfig_dirs(prefix: str) -> list[str]:
     root = pathlib.Path(prefix)
-    candidates = [root / "lib" / "pkgconfig", root / "lib64" / "pkgconfig", root / "share" / "pkgconfig"]
-    candidates += sorted(root.glob("lib/*-linux-gnu/pkgconfig"))
+    candidates = [root / "lib" / "pkgconfig", root / "lib64" / "pkgconfig",
+                  root / "share" / "pkgconfig", *sorted(root.glob("lib/*-linux-gnu/pkgconfig"))]
     return [str(c) for c in candidates if c.is_dir()]
 
 
@@ -69,7 +70,7 @@ def find_libwebsockets() -> dict[str, list[str]]:
         _fail(f"(pkg-config could not run: {exc})")
 
     include_dirs = list(flags["include_dirs"])
-    header_dirs = include_dirs + ["/usr/include", "/usr/local/include"]
+    header_dirs = [*include_dirs, "/usr/include", "/usr/local/include"]
     if not any((pathlib.Path(d) / "libwebsockets.h").is_file() for d in header_dirs):
         _fail("(libwebsockets.h is not installed: the -dev/-devel package is missing)")
 

@@ -12,7 +12,8 @@ from typing import Any
 from .errors import BuildError, FeatureUnavailable, VersionMismatch
 
 try:
-    from ._lws import ffi as _ffi, lib as _lib
+    from ._lws import ffi as _ffi
+    from ._lws import lib as _lib
 except ImportError as exc:  # pragma: no cover - depends on the install
     raise BuildError(
         "the compiled part of lws-cffi (lws._lws) could not be loaded: "

@@ -37,7 +37,7 @@ class LwsThread:
 class Guard:
     """Liveness of one session buffer, shared by every view made over it."""
 
-    __slots__ = ("alive", "lock", "owner", "label", "why")
+    __slots__ = ("alive", "label", "lock", "owner", "why")
 
     def __init__(self, owner: LwsThread, label: object) -> None:
         self.alive = True

@@ -12,7 +12,7 @@ from .errors import LwsError
 if TYPE_CHECKING:
     from .connection import Connection
 
-__all__ = ["read_header", "read_path", "read_query", "http_respond", "TOKENS"]
+__all__ = ["TOKENS", "http_respond", "read_header", "read_path", "read_query"]
 
 
 def _token_table() -> dict[str, int]:
@@ -42,7 +42,7 @@ def _copy_token(wsi: Any, token: int) -> str | None:
     buf = ffi.new("char[]", n + 1)
     if lib.lws_hdr_copy(wsi, buf, n + 1, token) < 0:
         return None
-    return ffi.string(buf).decode("utf-8", "replace")
+    return str(ffi.string(buf).decode("utf-8", "replace"))
 
 
 def read_header(wsi: Any, name: str) -> str | None:
@@ -59,7 +59,7 @@ def read_header(wsi: Any, name: str) -> str | None:
     buf = ffi.new("char[]", n + 1)
     if lib.lwspy_hdr_custom_copy(wsi, buf, n + 1, cname, len(cname)) < 0:
         return None
-    return ffi.string(buf).decode("utf-8", "replace")
+    return str(ffi.string(buf).decode("utf-8", "replace"))
 
 
 def read_path(wsi: Any) -> str:

@@ -12,7 +12,7 @@ import threading
 
 from ._binding import ffi, lib
 
-__all__ = ["logger", "set_lws_log_level", "capture"]
+__all__ = ["capture", "logger", "set_lws_log_level"]
 
 logger = logging.getLogger("lws")
 
@@ -56,7 +56,7 @@ def _lwspy_log(level: int, line: object) -> None:
             cap.lines.append(text)
         if pylevel >= _state["level"]:
             logger.log(pylevel, "%s", text)
-    except BaseException:  # noqa: BLE001 - nothing may cross into C
+    except BaseException:
         pass
 
 

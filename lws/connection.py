@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from .protocol import Protocol
     from .session import Struct
 
-__all__ = ["Connection", "Refuse", "HeaderWriter"]
+__all__ = ["Connection", "HeaderWriter", "Refuse"]
 
 logger = logging.getLogger("lws")
 
@@ -59,7 +59,7 @@ _NOT_SESSION = frozenset(int(r) for r in NOT_SESSION)
 _SCRATCH = 64 * 1024  # reusable send buffer; larger messages get their own
 
 
-class Refuse(Exception):  # noqa: N818 - it is a verb on purpose: raise lws.Refuse(403)
+class Refuse(Exception):
     """Raise in ``on_filter_protocol_connection`` (or another filter) to refuse.
 
     ``status`` is the HTTP status sent before lws closes the connection
@@ -78,7 +78,7 @@ class HeaderWriter:
     Valid only during the callback that received it.
     """
 
-    __slots__ = ("_conn", "_pp", "_end", "_alive")
+    __slots__ = ("_alive", "_conn", "_end", "_pp")
 
     def __init__(self, conn: Connection, pp: Any, end: Any) -> None:
         self._conn = conn
@@ -117,11 +117,36 @@ class Connection:
     """
 
     __slots__ = (
-        "_ctx", "_wsi", "_key", "id", "protocol", "is_client", "state", "_view",
-        "_bracket_user", "_temp_views", "_cb_user", "_queue", "_queued", "_qlock",
-        "_write_requested", "_closing", "_closed", "_destroyed", "_rx_parts", "_rx_size",
-        "_rx_binary", "close_code", "close_reason", "error", "_external", "_connect_headers",
-        "_established", "_txbuf", "_why", "__weakref__",
+        "__weakref__",
+        "_bracket_user",
+        "_cb_user",
+        "_closed",
+        "_closing",
+        "_connect_headers",
+        "_ctx",
+        "_destroyed",
+        "_established",
+        "_external",
+        "_key",
+        "_qlock",
+        "_queue",
+        "_queued",
+        "_rx_binary",
+        "_rx_parts",
+        "_rx_size",
+        "_temp_views",
+        "_txbuf",
+        "_view",
+        "_why",
+        "_write_requested",
+        "_wsi",
+        "close_code",
+        "close_reason",
+        "error",
+        "id",
+        "is_client",
+        "protocol",
+        "state",
     )
 
     def __init__(self, ctx: Context, wsi: Any, key: int, protocol: Protocol | None,
@@ -137,7 +162,8 @@ class Connection:
         self._bracket_user: Any = None         # the bound buffer's address (cdata)
         self._temp_views: list[Struct] | None = None
         self._cb_user: Any = NULL               # `user` of the running callback
-        self._queue: collections.deque[tuple[Any, int]] = collections.deque()
+        # (payload, lws_write flags), or (_CLOSE, (code, reason)) to close there.
+        self._queue: collections.deque[tuple[Any, Any]] = collections.deque()
         self._queued = 0
         self._qlock = threading.Lock()
         self._write_requested = False
@@ -199,7 +225,8 @@ class Connection:
         view = self._view
         if user == NULL or not self._ctx._on_lws_thread():
             if view is None:
-                raise SessionClosed(f"{self!r} has no live session buffer: {self._why or 'none bound'}")
+                why = self._why or "none bound"
+                raise SessionClosed(f"{self!r} has no live session buffer: {why}")
             return view
         if view is not None and (self._external is not None or user == self._bracket_user):
             return view
@@ -227,7 +254,8 @@ class Connection:
         st = self.protocol.session if self.protocol is not None else None
         self._bracket_user = user
         if st is not None:
-            self._view = st.view(int(ffi.cast("uintptr_t", user)), Guard(self._ctx._lws_thread, self))
+            address = int(ffi.cast("uintptr_t", user))
+            self._view = st.view(address, Guard(self._ctx._lws_thread, self))
 
     def _kill_view(self, why: str) -> None:
         view = self._view
@@ -343,7 +371,7 @@ class Connection:
         else:
             buf = ffi.new("unsigned char[]", LWS_PRE + n)
         ffi.memmove(buf + LWS_PRE, payload, n)
-        written = lib.lws_write(self._wsi, buf + LWS_PRE, n, flags)
+        written = int(lib.lws_write(self._wsi, buf + LWS_PRE, n, flags))
         if written < n:
             logger.debug("%r: lws_write wrote %d of %d bytes; closing", self, written, n)
             return -1
@@ -490,7 +518,7 @@ class Connection:
             return
         self._closing = True
         with self._qlock:
-            self._queue.append((_CLOSE, (code, reason)))  # type: ignore[arg-type]
+            self._queue.append((_CLOSE, (code, reason)))
         self._request_writeable()
 
     # -- the frame being received (inside on_receive / on_client_receive) ----

@@ -58,7 +58,7 @@ def _lwspy_callback(ctx_handle: Any, proto_index: int, wsi: Any, reason: int, us
     try:
         ctx: Context = ffi.from_handle(ctx_handle)
         return ctx._dispatch(proto_index, wsi, reason, user, in_, len_)
-    except BaseException as exc:  # noqa: BLE001 - nothing may cross into C
+    except BaseException as exc:
         try:
             logger.critical("lws binding: internal error in callback", exc_info=exc)
         finally:
@@ -70,7 +70,7 @@ def _lwspy_timer(ctx_handle: Any, timer_id: int) -> None:
     try:
         ctx: Context = ffi.from_handle(ctx_handle)
         ctx._fire_timer(timer_id)
-    except BaseException as exc:  # noqa: BLE001 - nothing may cross into C
+    except BaseException as exc:
         try:
             logger.critical("lws binding: internal error in timer", exc_info=exc)
         finally:
@@ -447,9 +447,10 @@ class Context:
                 fn(*args)
             except Exception as exc:
                 logger.error("exception in a call_soon_threadsafe callback", exc_info=exc)
-        if self._pending is not None:
-            exc, self._pending = self._pending, None
-            raise exc
+        pending = self._pending
+        if pending is not None:
+            self._pending = None
+            raise pending
 
     def stop(self) -> None:
         """Make :meth:`run` return after the current round. Thread-safe."""
@@ -662,7 +663,7 @@ class Context:
             if conn._established and not conn._closing:
                 try:
                     conn.close(1001, "going away")
-                except Exception:  # noqa: BLE001 - closing must go on
+                except Exception:
                     pass
         deadline = time.monotonic() + timeout
         try:

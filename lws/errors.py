@@ -8,16 +8,16 @@ Every error the binding raises derives from :class:`LwsError`, except
 from __future__ import annotations
 
 __all__ = [
-    "LwsError",
     "BuildError",
-    "FeatureUnavailable",
-    "VersionMismatch",
-    "ContextError",
     "ConnectError",
     "ConnectionClosed",
+    "ContextError",
+    "DeclarationError",
+    "FeatureUnavailable",
+    "LwsError",
     "SendQueueFull",
     "SessionClosed",
-    "DeclarationError",
+    "VersionMismatch",
 ]
 
 

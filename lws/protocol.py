@@ -29,8 +29,12 @@ if TYPE_CHECKING:
     from .connection import Connection
     from .context import Context
 
-__all__ = ["Protocol", "NO_CONNECTION_REASONS", "DEFAULT_MAX_MESSAGE_SIZE",
-           "DEFAULT_SEND_QUEUE_LIMIT"]
+__all__ = [
+    "DEFAULT_MAX_MESSAGE_SIZE",
+    "DEFAULT_SEND_QUEUE_LIMIT",
+    "NO_CONNECTION_REASONS",
+    "Protocol",
+]
 
 DEFAULT_MAX_MESSAGE_SIZE = 1 << 20
 DEFAULT_SEND_QUEUE_LIMIT = 4 << 20
@@ -185,7 +189,7 @@ class Protocol:
         for conn in self.connections():
             try:
                 conn.send(data)
-            except Exception:  # noqa: BLE001 - a full or closing peer must not stop the rest
+            except Exception:
                 continue
             sent += 1
         return sent

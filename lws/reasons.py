@@ -12,8 +12,17 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["Reason", "InKind", "IN_KIND", "BOOKKEEPING", "BIND_REASONS", "DROP_REASONS",
-           "FINAL_REASONS", "NOT_SESSION", "handler_name"]
+__all__ = [
+    "BIND_REASONS",
+    "BOOKKEEPING",
+    "DROP_REASONS",
+    "FINAL_REASONS",
+    "IN_KIND",
+    "NOT_SESSION",
+    "InKind",
+    "Reason",
+    "handler_name",
+]
 
 
 class Reason(enum.IntEnum):

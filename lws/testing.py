@@ -19,7 +19,7 @@ from .errors import SessionClosed
 from .protocol import Protocol
 from .reasons import BIND_REASONS, DROP_REASONS, Reason
 
-__all__ = ["Event", "Recorder", "pump", "serving", "LifecycleError"]
+__all__ = ["Event", "LifecycleError", "Recorder", "pump", "serving"]
 
 
 class LifecycleError(AssertionError):
@@ -133,7 +133,7 @@ def serving(ctx: Context) -> Iterator[Context]:
     def target() -> None:
         try:
             ctx.run()
-        except BaseException as exc:  # noqa: BLE001 - reported to the test below
+        except BaseException as exc:
             errors.append(exc)
 
     thread = threading.Thread(target=target, name="lws-service", daemon=True)

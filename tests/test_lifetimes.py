@@ -132,7 +132,7 @@ def test_views_die_with_the_buffer_and_say_why() -> None:
 def _exc(fn: Any) -> BaseException:
     try:
         fn()
-    except BaseException as exc:  # noqa: BLE001 - returned for inspection
+    except BaseException as exc:
         return exc
     raise AssertionError("no exception")
 
@@ -210,7 +210,7 @@ def test_worker_thread_racing_1000_closes_never_touches_freed_memory() -> None:
             except lws.SessionClosed:
                 outcomes["closed"] += 1
                 current = None
-            except BaseException as exc:  # noqa: BLE001 - recorded as a failure
+            except BaseException as exc:
                 outcomes["other"].append(exc)
                 return
 

@@ -7,6 +7,7 @@ Everything else in the package goes through ``ffi`` and ``lib`` from here.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from .errors import BuildError, FeatureUnavailable, VersionMismatch
@@ -29,11 +30,11 @@ RUNTIME_VERSION: str = ffi.string(lib.lws_get_library_version()).decode()
 
 
 def _major_minor_patch(version: str) -> tuple[int, ...]:
-    digits = []
-    for part in version.split(" ")[0].rstrip("-").split(".")[:3]:
-        num = "".join(ch for ch in part if ch.isdigit())
-        digits.append(int(num or 0))
-    return tuple(digits)
+    """(4, 1, 6) from "4.1.6-", "4.3.5-unknown" or "4.3.5-v4.3.5-12-gabc"."""
+    found = re.match(r"\s*(\d+)\.(\d+)(?:\.(\d+))?", version)
+    if found is None:
+        return (0, 0, 0)
+    return tuple(int(part or 0) for part in found.groups())
 
 
 if _major_minor_patch(BUILT_VERSION) != _major_minor_patch(RUNTIME_VERSION):

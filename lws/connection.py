@@ -221,6 +221,8 @@ class Connection:
         st = proto.session if proto is not None else None
         if st is None:
             return None
+        if self._external is not None:
+            return self._external  # the binding's own buffer: one view throughout
         user = self._cb_user
         view = self._view
         if user == NULL or not self._ctx._on_lws_thread():
@@ -228,7 +230,7 @@ class Connection:
                 why = self._why or "none bound"
                 raise SessionClosed(f"{self!r} has no live session buffer: {why}")
             return view
-        if view is not None and (self._external is not None or user == self._bracket_user):
+        if view is not None and user == self._bracket_user:
             return view
         # A buffer seen outside a BIND..DROP bracket: it lives for this callback.
         temp = st.view(int(ffi.cast("uintptr_t", user)), Guard(self._ctx._lws_thread, self))
@@ -309,7 +311,7 @@ class Connection:
         if proto is None:
             return ret
         handler = proto._handlers.get(reason)
-        if handler is not None or proto._has_raw:
+        if handler is not None or reason in proto._raw_wanted:
             ret = self._ctx._call_handlers(proto, self, reason, in_, len_)
         if not proto._reassemble or self._closing:
             return ret

@@ -306,7 +306,8 @@ class Context:
         if proto is None:
             return DEFAULT
         entry = proto._handlers.get(reason)
-        if entry is None and not proto._has_raw:
+        raw = reason in proto._raw_wanted
+        if entry is None and not raw:
             return DEFAULT
         value: Any = None
         writer: HeaderWriter | None = None
@@ -325,13 +326,14 @@ class Context:
                     result = fn(proto, conn)
                 else:
                     result = fn(proto, conn, value)
-            if proto._has_raw:
+            if raw:
                 # The raw callback sees every reason it wants, after the Pythonic
                 # handler; the handler's result wins when it gave one.
                 session = conn._callback_session() if conn is not None else None
-                raw = proto.callback(conn, Reason(reason), session, value)  # type: ignore[attr-defined]
+                raw_result = proto.callback(  # type: ignore[attr-defined]
+                    conn, Reason(reason), session, value)
                 if result is None:
-                    result = raw
+                    result = raw_result
         except Refuse as refusal:
             return self._refuse(conn, refusal)
         except Exception as exc:

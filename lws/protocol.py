@@ -92,7 +92,7 @@ class Protocol:
     # Filled in by __init_subclass__.
     _wanted: ClassVar[frozenset[int]] = frozenset()
     _handlers: ClassVar[dict[int, tuple[Callable[..., Any], InKind, bool]]] = {}
-    _has_raw: ClassVar[bool] = False
+    _raw_wanted: ClassVar[frozenset[int]] = frozenset()
     _reassemble: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -139,11 +139,13 @@ class Protocol:
             handlers[int(reason)] = (fn, kind, no_conn)
             wanted.add(int(reason))
         raw = getattr(cls, "callback", None)
-        cls._has_raw = raw is not None
+        cls._raw_wanted = frozenset()
         if raw is not None:
             _check_arity(cls, "callback", raw, 4)
             raw_reasons = cls.raw_reasons
-            wanted.update(int(r) for r in (raw_reasons if raw_reasons is not None else Reason))
+            cls._raw_wanted = frozenset(
+                int(r) for r in (raw_reasons if raw_reasons is not None else Reason))
+            wanted.update(cls._raw_wanted)
         cls._handlers = handlers
         cls._wanted = frozenset(wanted)
         cls._reassemble = hasattr(cls, "on_message")

@@ -40,7 +40,7 @@ from . import c
 from ._guard import Guard
 from .errors import DeclarationError
 
-__all__ = ["ArrayView", "FieldInfo", "Struct", "struct"]
+__all__ = ["ArrayView", "FieldInfo", "Struct", "assign", "struct"]
 
 _S = TypeVar("_S", bound="Struct")
 
@@ -482,6 +482,8 @@ class ArrayView(Sequence[Any]):
 
     def _index(self, index: Any) -> int:
         n = self._codec.length
+        if type(index) is int and 0 <= index < n:
+            return index
         try:
             i = operator.index(index)
         except TypeError:
@@ -520,6 +522,15 @@ class ArrayView(Sequence[Any]):
                 if locked:
                     g.lock.release()
         i = self._index(index)
+        if item.scalar:  # the common case, kept short like a field read
+            if g.on_lws_thread():
+                if g.alive:
+                    return self._p[i]
+                raise g.closed()
+            with g.lock:
+                if g.alive:
+                    return self._p[i]
+                raise g.closed()
         locked = _enter(g)
         try:
             return item.load(self._p[i], self._addr + i * item.size, g, f"{self._where}[{i}]")
@@ -534,21 +545,20 @@ class ArrayView(Sequence[Any]):
             )
         i = self._index(index)
         item = self._codec.item
-        where = f"{self._where}[{i}]"
         g = self._guard
         if isinstance(item, _ScalarCodec):
             if type(value) is not item.fast:
-                value = item.norm(value, where)
+                value = item.norm(value, f"{self._where}[{i}]")
             locked = _enter(g)
             try:
                 self._p[i] = value
             except OverflowError:
-                raise item.overflow(value, where, None) from None
+                raise item.overflow(value, f"{self._where}[{i}]", None) from None
             finally:
                 if locked:
                     g.lock.release()
             return
-        tmp = item.prepare(value, where)
+        tmp = item.prepare(value, f"{self._where}[{i}]")
         locked = _enter(g)
         try:
             item.ffi.memmove(self._p + i, tmp, item.size)
@@ -623,10 +633,12 @@ class _StructMeta(type):
                 annotations = dict(getattr(cls, "__annotations__", {}))
             except Exception as exc:
                 raise DeclarationError(f"{name}: cannot evaluate its annotations: {exc}") from None
+        # String annotations (from __future__ import annotations) are evaluated
+        # where the class statement ran: its module globals and function locals.
         frame = sys._getframe(1)
         localns = dict(frame.f_locals)
         localns.update(ns)
-        _declare_class(cls, annotations, ns, localns, c_name)
+        _declare_class(cls, annotations, frame.f_globals, localns, c_name)
         return cls
 
     def __init__(
@@ -743,6 +755,27 @@ class Struct(metaclass=_StructMeta):
 
     def __hash__(self) -> int:
         return id(self)
+
+
+def assign(view: Struct, values: Mapping[str, Any] | Struct) -> None:
+    """Replace the whole struct behind ``view``, like ``*pss = (struct x){ .a = 1 }`` in C.
+
+    ``values`` is a dict of field values (nested dicts/lists for nested
+    structs and arrays) or another view of the same type. Every value is
+    validated first; fields not given become zero; if anything is invalid,
+    nothing is written.
+    """
+    if not isinstance(view, Struct) or "size" not in type(view).__dict__:
+        raise TypeError(f"expected a session view, not {type(view).__name__}")
+    codec = type(view)._lws_codec
+    tmp = codec.prepare(values, type(view).__name__)
+    g = view._guard
+    locked = _enter(g)
+    try:
+        codec.ffi.memmove(view._p, tmp, codec.size)
+    finally:
+        if locked:
+            g.lock.release()
 
 
 #: attribute names a field may not take (the view's own API and internals)
@@ -1314,9 +1347,9 @@ def _build(
 # ---------------------------------------------------------------------------
 
 
-def _eval_annotation(owner: str, fname: str, ann: str, module: str, localns: dict[str, Any]) -> Any:
-    mod = sys.modules.get(module)
-    globalns = dict(vars(mod)) if mod is not None else {}
+def _eval_annotation(
+    owner: str, fname: str, ann: str, globalns: dict[str, Any], localns: dict[str, Any]
+) -> Any:
     try:
         return eval(ann, globalns, localns)
     except DeclarationError as exc:
@@ -1355,7 +1388,7 @@ def _struct_deps(ftype: Any, out: list[type[Struct]]) -> None:
 def _declare_class(
     cls: type,
     annotations: Mapping[str, Any],
-    ns: Mapping[str, Any],
+    globalns: dict[str, Any],
     localns: dict[str, Any],
     c_name: Any,
 ) -> None:
@@ -1363,7 +1396,7 @@ def _declare_class(
     fields: list[tuple[str, Any]] = []
     for fname, ann in annotations.items():
         if isinstance(ann, str):
-            ann = _eval_annotation(owner, fname, ann, cls.__module__, localns)
+            ann = _eval_annotation(owner, fname, ann, globalns, localns)
         if ann is ClassVar or typing.get_origin(ann) is ClassVar:
             continue
         ftype = _field_type(owner, fname, ann)

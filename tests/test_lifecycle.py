@@ -10,6 +10,8 @@ import http.client
 import threading
 from typing import Any
 
+import pytest
+
 import lws
 from lws import c
 from lws.testing import Recorder, pump, recording, serving
@@ -194,3 +196,90 @@ def test_protocol_without_session_has_no_view() -> None:
         assert client.getresponse().status == 204
         client.close()
     assert sessions == [None]
+
+
+def test_first_filter_http_connection_sees_a_buffer_outside_any_bracket() -> None:
+    rec = Recorder()
+    held: list[Any] = []
+
+    class Early(KeepAlive):
+        def on_filter_http_connection(self, conn: lws.Connection) -> None:
+            held.append(conn.session)
+
+    proto = recording(Early, rec)()
+    with lws.Context([proto], port=0, host="127.0.0.1") as ctx, serving(ctx):
+        client = http.client.HTTPConnection("127.0.0.1", ctx.port, timeout=5)
+        client.request("GET", "/x")
+        assert client.getresponse().read()
+        client.close()
+    cid = proto.seen[0][0]
+    seq = rec.reasons(cid)
+    assert seq.index(R.FILTER_HTTP_CONNECTION) < seq.index(R.HTTP_BIND_PROTOCOL)
+    # That first buffer lived only for its callback.
+    with pytest.raises(lws.SessionClosed, match="callback returned"):
+        _ = held[0].counter
+
+
+def test_client_session_owned_by_the_binding_lives_until_wsi_destroy() -> None:
+    rec = Recorder()
+    seen: dict[str, Any] = {}
+
+    class Cli(WsClient):
+        def on_client_established(self, conn: lws.Connection) -> None:
+            seen["view"] = conn.session
+            seen["tag"] = conn.session.tag
+            conn.send("ping")
+
+        def on_client_closed(self, conn: lws.Connection) -> None:
+            seen["at_close"] = (conn.session.alive, conn.session.counter)
+
+    server = WsServer()
+    client = recording(Cli, rec)()
+    with lws.Context([server, client], port=0, host="127.0.0.1") as ctx:
+        conn = ctx.connect(f"ws://127.0.0.1:{ctx.port}/", client, subprotocol="life",
+                           session={"tag": b"mine", "counter": 7})
+        pump(ctx, lambda: conn.closed and not ctx.connections())
+    assert seen["tag"] == b"mine"
+    # lws never freed it: the same view survived the client's DROP...
+    assert seen["at_close"] == (True, 7)
+    events = [e for e in rec.events if e.conn_id == conn.id]
+    assert len({e.address for e in events if e.address is not None}) == 1
+    # ...and died with WSI_DESTROY, after which the binding freed it.
+    with pytest.raises(lws.SessionClosed, match="WSI_DESTROY"):
+        _ = seen["view"].counter
+
+
+def test_client_connection_error_xor_closed(free_port: int) -> None:
+    rec = Recorder()
+    client = recording(WsClient, rec)()
+    with lws.Context([client]) as ctx:
+        try:
+            conn = ctx.connect(f"ws://127.0.0.1:{free_port}/", client)
+        except lws.ConnectError:
+            conn = None
+        if conn is not None:
+            pump(ctx, lambda: conn.closed and not ctx.connections())
+    rec.check()
+    for cid in rec.conn_ids():
+        seq = rec.reasons(cid)
+        assert R.CLIENT_CONNECTION_ERROR in seq
+        assert R.CLIENT_CLOSED not in seq and R.CLIENT_ESTABLISHED not in seq
+
+
+def test_poll_fd_reasons_follow_the_build() -> None:
+    """ADD_POLL_FD reaches protocols[0] only in an lws built with external poll."""
+    polls: list[lws.Reason] = []
+
+    class Poll(lws.Protocol):
+        name = "poll"
+        raw_reasons = frozenset({R.ADD_POLL_FD, R.DEL_POLL_FD})
+
+        def callback(self, conn: Any, reason: lws.Reason, session: Any, value: Any) -> None:
+            polls.append(reason)
+
+    with lws.Context([Poll()], port=0, host="127.0.0.1") as ctx:
+        ctx.service(0)
+    if lws.features["external_poll"]:
+        assert R.ADD_POLL_FD in polls
+    else:
+        assert polls == []

@@ -1,0 +1,185 @@
+"""Frames in and out: fragments, pings, flow control, WRITEABLE for all."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from websockets.sync.client import connect as ws_connect
+
+import lws
+from lws.testing import serving
+
+
+def url(ctx: lws.Context) -> str:
+    return f"ws://127.0.0.1:{ctx.port}/"
+
+
+def _wait(cond: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.005)
+
+
+def test_receive_sees_fragments_type_and_remaining() -> None:
+    frames: list[tuple[bytes, bool, bool, bool, int]] = []
+
+    class Frames(lws.Protocol):
+        name = "frames"
+
+        def on_receive(self, conn: lws.Connection, data: bytes) -> None:
+            frames.append((data, conn.is_first_fragment, conn.is_final_fragment,
+                           conn.is_binary, conn.remaining_payload))
+
+    with lws.Context([Frames()], port=0, host="127.0.0.1") as ctx, serving(ctx):
+        with ws_connect(url(ctx), subprotocols=["frames"]) as ws:
+            ws.send([b"ab", b"cd", b"ef"])  # one binary message in three frames
+            ws.send("text")
+            _wait(lambda: len(frames) >= 5)
+    # websockets ends a fragmented message with an empty final continuation frame.
+    assert [f[0] for f in frames] == [b"ab", b"cd", b"ef", b"", b"text"]
+    assert [(f[1], f[2]) for f in frames] == [(True, False), (False, False), (False, False),
+                                             (False, True), (True, True)]
+    assert [f[3] for f in frames] == [True, True, True, True, False]
+    assert all(f[4] == 0 for f in frames)
+
+
+def test_send_fragments_and_ping_pong() -> None:
+    pongs: list[bytes] = []
+
+    class Sender(lws.Protocol):
+        name = "sender"
+
+        def on_established(self, conn: lws.Connection) -> None:
+            conn.send_fragment("hel", first=True, final=False)
+            conn.send_fragment("lo", first=False, final=True)
+            conn.send_fragment(b"\x01", first=True, final=False)
+            conn.send_fragment(b"\x02", first=False, final=True)
+            conn.ping(b"are you there")
+
+        def on_receive_pong(self, conn: lws.Connection, data: bytes) -> None:
+            pongs.append(data)
+
+    with lws.Context([Sender()], port=0, host="127.0.0.1") as ctx, serving(ctx):
+        with ws_connect(url(ctx), subprotocols=["sender"]) as ws:
+            assert ws.recv(timeout=5) == "hello"
+            assert ws.recv(timeout=5) == b"\x01\x02"
+            _wait(lambda: bool(pongs))
+    assert pongs == [b"are you there"]
+
+
+def test_ping_payload_limit() -> None:
+    class P(lws.Protocol):
+        name = "p"
+
+    conn_errors: list[Exception] = []
+
+    class Srv(P):
+        def on_established(self, conn: lws.Connection) -> None:
+            try:
+                conn.ping(b"x" * 126)
+            except ValueError as exc:
+                conn_errors.append(exc)
+            conn.close()
+
+    with lws.Context([Srv()], port=0, host="127.0.0.1") as ctx, serving(ctx):
+        with ws_connect(url(ctx), subprotocols=["p"]) as ws:
+            try:
+                ws.recv(timeout=5)
+            except Exception:
+                pass
+    assert conn_errors and "125" in str(conn_errors[0])
+
+
+def test_pause_and_resume_reading() -> None:
+    got: list[str] = []
+    paused = threading.Event()
+
+    class Slow(lws.Protocol):
+        name = "slow"
+
+        def on_message(self, conn: lws.Connection, message: Any) -> None:
+            got.append(message)
+            if message == "pause":
+                conn.pause_reading()
+                paused.set()
+                self.context.call_later(0.3, conn.resume_reading)
+
+    with lws.Context([Slow()], port=0, host="127.0.0.1") as ctx, serving(ctx):
+        with ws_connect(url(ctx), subprotocols=["slow"]) as ws:
+            ws.send("pause")
+            paused.wait(5)
+            ws.send("after")
+            time.sleep(0.1)
+            assert got == ["pause"], "nothing is read while paused"
+            _wait(lambda: got == ["pause", "after"])
+
+
+def test_request_writeable_all_reaches_every_connection() -> None:
+    class Ticker(lws.Protocol):
+        name = "ticker"
+
+        def __init__(self) -> None:
+            self.ticks = 0
+
+        def on_server_writeable(self, conn: lws.Connection) -> None:
+            conn.write(f"tick {self.ticks}".encode(), lws._binding.lib.LWS_WRITE_TEXT)
+
+    ticker = Ticker()
+    with lws.Context([ticker], port=0, host="127.0.0.1") as ctx, serving(ctx):
+        with ws_connect(url(ctx), subprotocols=["ticker"]) as a, \
+                ws_connect(url(ctx), subprotocols=["ticker"]) as b:
+            _wait(lambda: len(ticker.connections()) == 2)
+            ticker.request_writeable_all()  # from this (non-lws) thread
+            assert a.recv(timeout=5) == "tick 0"
+            assert b.recv(timeout=5) == "tick 0"
+
+
+def test_send_after_close_raises_connection_closed() -> None:
+    errors: list[Exception] = []
+
+    class Closer(lws.Protocol):
+        name = "closer"
+
+        def on_established(self, conn: lws.Connection) -> None:
+            conn.close(1000, "bye")
+            try:
+                conn.send("too late")
+            except lws.ConnectionClosed as exc:
+                errors.append(exc)
+            conn.close(1000)  # twice is harmless
+
+    with lws.Context([Closer()], port=0, host="127.0.0.1") as ctx, serving(ctx):
+        with ws_connect(url(ctx), subprotocols=["closer"]) as ws:
+            try:
+                ws.recv(timeout=5)
+            except Exception:
+                pass
+    assert errors and "closing" in str(errors[0])
+
+
+def test_bad_send_and_close_arguments() -> None:
+    errors: list[Exception] = []
+
+    class Bad(lws.Protocol):
+        name = "bad"
+
+        def on_established(self, conn: lws.Connection) -> None:
+            for call in (lambda: conn.send(42),  # type: ignore[arg-type]
+                         lambda: conn.close(1005),
+                         lambda: conn.close(1000, "x" * 124)):
+                try:
+                    call()
+                except (TypeError, ValueError) as exc:
+                    errors.append(exc)
+            conn.close()
+
+    with lws.Context([Bad()], port=0, host="127.0.0.1") as ctx, serving(ctx):
+        with ws_connect(url(ctx), subprotocols=["bad"]) as ws:
+            try:
+                ws.recv(timeout=5)
+            except Exception:
+                pass
+    assert [type(e) for e in errors] == [TypeError, ValueError, ValueError]

@@ -57,6 +57,8 @@ setup-435: $(VENV435)/.installed
 # own copy (pip install .), so both can coexist.
 $(VENV435)/.installed: export LWS_PREFIX = $(LWS435)
 
+# Tests that compile C against the same lws find it through LWS_PREFIX.
+test-435: export LWS_PREFIX = $(LWS435)
 test-435: setup-435
 	@echo "make: tests against libwebsockets 4.3.5"
 	@cd tests && ../$(VENV435)/bin/python -m pytest -p no:cacheprovider -q \

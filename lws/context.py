@@ -28,6 +28,7 @@ from .connection import DEFAULT, NULL, Connection, HeaderWriter, Refuse
 from .errors import ConnectError, ContextError, LwsError
 from .protocol import NO_CONNECTION_REASONS, Protocol
 from .reasons import BOOKKEEPING, IN_KIND, InKind, Reason
+from .session import assign
 
 __all__ = ["Context", "TimerHandle"]
 
@@ -635,8 +636,7 @@ class Context:
         view = st.view(int(ffi.cast("uintptr_t", buf)), Guard(self._lws_thread, conn))
         # Freed (dropped) only after the connection's final callback.
         self._client_buffers[conn.id] = buf
-        for name, value in values.items():
-            setattr(view, name, value)
+        assign(view, values)  # all values checked before anything is written
         return view
 
     # -- closing -------------------------------------------------------------

@@ -35,9 +35,12 @@ from .errors import (
     SessionClosed,
     VersionMismatch,
 )
+from .http import Mount, Request, Response
 from .protocol import Protocol
 from .reasons import InKind, Reason
 from .session import Struct, struct
+from .tls import ClientTLS, ServerTLS
+from .vhost import Vhost
 
 try:
     __version__ = _dist_version("lws-cffi")
@@ -48,10 +51,11 @@ built_against = _BUILT
 """The libwebsockets version the extension was compiled against."""
 
 __all__ = [
-    "BuildError", "ConnectError", "Connection", "ConnectionClosed", "Context", "ContextError",
-    "DeclarationError", "FeatureUnavailable", "HeaderWriter", "InKind", "LwsError",
-    "Protocol", "Reason", "Refuse", "SendQueueFull", "SessionClosed", "Struct", "TimerHandle",
-    "VersionMismatch", "__version__", "built_against", "c", "features", "lws_version",
+    "BuildError", "ClientTLS", "ConnectError", "Connection", "ConnectionClosed", "Context",
+    "ContextError", "DeclarationError", "FeatureUnavailable", "HeaderWriter", "InKind",
+    "LwsError", "Mount", "Protocol", "Reason", "Refuse", "Request", "Response",
+    "SendQueueFull", "ServerTLS", "SessionClosed", "Struct", "TimerHandle", "VersionMismatch",
+    "Vhost", "__version__", "built_against", "c", "features", "lws_version",
     "require", "session", "set_lws_log_level", "struct", "version_tuple",
 ]
 

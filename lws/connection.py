@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 from ._binding import ffi, lib
 from ._guard import Guard
 from .errors import ConnectionClosed, LwsError, SendQueueFull, SessionClosed
+from .http import SERVER_REASONS as HTTP_SERVER_REASONS
+from .http import serve as http_serve
 from .reasons import BIND_REASONS, DROP_REASONS, NOT_SESSION, Reason
 
 if TYPE_CHECKING:
@@ -56,6 +58,8 @@ _CLOSED = frozenset(int(r) for r in (R.CLOSED, R.CLIENT_CLOSED, R.CLOSED_HTTP,
                                      R.CLOSED_CLIENT_HTTP, R.RAW_CLOSE))
 _WRITEABLE = frozenset((_SERVER_WRITEABLE, _CLIENT_WRITEABLE))
 _NOT_SESSION = frozenset(int(r) for r in NOT_SESSION)
+_FILTER_PROTOCOL = int(R.FILTER_PROTOCOL_CONNECTION)
+_HTTP_SERVER = HTTP_SERVER_REASONS
 _SCRATCH = 64 * 1024  # reusable send buffer; larger messages get their own
 
 
@@ -127,6 +131,7 @@ class Connection:
         "_destroyed",
         "_established",
         "_external",
+        "_http",
         "_key",
         "_qlock",
         "_queue",
@@ -181,6 +186,7 @@ class Connection:
         self._connect_headers: Mapping[str, str] | None = None
         self._txbuf: Any = None
         self._why = ""
+        self._http: Any = None  # the HTTP transaction being served (lws.http)
 
     # -- identity -------------------------------------------------------
 
@@ -276,10 +282,21 @@ class Connection:
                 self.protocol = proto
             if self._external is None:
                 self._open_bracket(user)
+            self._http = None
         self._cb_user = NULL if reason in _NOT_SESSION else user
         try:
             if reason == _RECEIVE or reason == _CLIENT_RECEIVE:
                 return self._on_receive(proto, reason, in_, len_)
+            if proto is not None and proto._serves_http and reason in _HTTP_SERVER:
+                served = http_serve(self, proto, reason, in_, len_)
+                if served is not None:
+                    return served
+            if reason == _FILTER_PROTOCOL and proto is not None and \
+                    proto.vhost.allowed_origins is not None:
+                origin = self.header("origin")
+                if origin not in proto.vhost.allowed_origins:
+                    logger.info("%r: origin %r not allowed: 403", self, origin)
+                    return self._ctx._refuse(self, Refuse(403))
             if reason in _WRITEABLE:
                 return self._on_writeable(proto, reason)
             if reason == _ESTABLISHED or reason == _CLIENT_ESTABLISHED:
@@ -301,8 +318,10 @@ class Connection:
                 for view in self._temp_views:
                     view._guard.kill("its callback returned (buffer outside a protocol binding)")
                 self._temp_views = None
-            if reason in _DROP and self._external is None:
-                self._kill_view(f"{Reason(reason).name} (lws frees the buffer now)")
+            if reason in _DROP:
+                self._http = None
+                if self._external is None:
+                    self._kill_view(f"{Reason(reason).name} (lws frees the buffer now)")
             elif reason == _WSI_DESTROY:
                 self._destroy()
 

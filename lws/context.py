@@ -12,23 +12,30 @@ Threading rules (lws is single-threaded):
 from __future__ import annotations
 
 import collections
-import ipaddress
 import itertools
 import logging
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from . import _log
-from ._binding import ffi, lib, require
+from ._binding import features, ffi, lib, require
 from ._guard import Guard, LwsThread
 from .connection import DEFAULT, NULL, Connection, HeaderWriter, Refuse
 from .errors import ConnectError, ContextError, LwsError
+from .http import Mount
 from .protocol import NO_CONNECTION_REASONS, Protocol
 from .reasons import BOOKKEEPING, IN_KIND, InKind, Reason
 from .session import assign
+from .tls import ClientTLS, ServerTLS
+from .vhost import (
+    DEFAULT_KEEPALIVE_TIMEOUT,
+    DEFAULT_MAX_HEADER_SIZE,
+    DEFAULT_TIMEOUT_SECS,
+    Vhost,
+)
 
 __all__ = ["Context", "TimerHandle"]
 
@@ -117,35 +124,24 @@ class Context:
         host: str | None = None,
         state: Any = None,
         close_on_error: bool = True,
+        mounts: Sequence[Mount] = (),
+        tls: ServerTLS | None = None,
+        client_tls: ClientTLS | None = None,
+        permessage_deflate: bool = False,
+        allowed_origins: Iterable[str] | None = None,
+        security_headers: bool = False,
         validate_utf8: bool = True,
-        timeout_secs: int = 0,
-        max_http_header_data: int = 0,
+        max_header_size: int = DEFAULT_MAX_HEADER_SIZE,
+        timeout_secs: int = DEFAULT_TIMEOUT_SECS,
+        keepalive_timeout: int = DEFAULT_KEEPALIVE_TIMEOUT,
         pt_serv_buf_size: int = 0,
     ) -> None:
         self._ctx: Any = NULL
         self._closed = True
-        protos = list(protocols)
-        if not protos:
-            raise ValueError("a Context needs at least one protocol")
-        names = set()
-        for p in protos:
-            if not isinstance(p, Protocol):
-                raise TypeError(f"protocols must be Protocol instances, got {p!r}")
-            if not hasattr(type(p), "name"):
-                raise TypeError(f"{type(p).__name__} has no name")
-            if p._context is not None:
-                raise ValueError(f"{p!r} already belongs to a Context")
-            if p.name in names:
-                raise ValueError(f"two protocols are named {p.name!r}")
-            names.add(p.name)
-        if port is not None and (not isinstance(port, int) or not 0 <= port <= 65535):
-            raise ValueError(f"port must be None or 0..65535, got {port!r}")
-        if host is not None and not isinstance(host, str):
-            raise TypeError("host must be a str")
-
         self.state: Any = state
         self.close_on_error = close_on_error
-        self._protocols = protos
+        self._protocols: list[Protocol] = []
+        self._vhosts: dict[str, Vhost] = {}
         self._lws_thread = LwsThread()
         self._conns: dict[Any, Connection] = {}
         self._conn_ids = itertools.count(1)
@@ -159,32 +155,7 @@ class Context:
         self._connecting: Connection | None = None
         self._client_buffers: dict[int, Any] = {}
         self._wake: Any = None
-        self._keep: list[Any] = []  # everything C points at
         self._handle = ffi.new_handle(self)
-
-        # protocols[] for lws, terminated by a zeroed entry (4.1 has no LIST_TERM).
-        arr = ffi.new("struct lws_protocols[]", len(protos) + 1)
-        extra = ffi.new("struct lwspy_proto[]", len(protos))
-        trampoline = lib.lwspy_trampoline_ptr()
-        for i, p in enumerate(protos):
-            cname = ffi.new("char[]", p.name.encode())
-            self._keep.append(cname)
-            arr[i].name = cname
-            arr[i].callback = trampoline
-            arr[i].per_session_data_size = p.per_session_data_size()
-            arr[i].rx_buffer_size = p.rx_buffer_size
-            arr[i].tx_packet_size = p.tx_packet_size
-            arr[i].id = p.id
-            extra[i].index = i
-            for r in type(p)._wanted:
-                if r < 128:
-                    extra[i].want[r] = 1
-            arr[i].user = ffi.addressof(extra, i)
-            p._context = self
-            p._index = i
-            p._live = {}
-        self._keep += [arr, extra]
-        self._proto_array = arr
 
         info = ffi.new("struct lws_context_creation_info *")
         lib.lwspy_info_init(info)
@@ -192,6 +163,8 @@ class Context:
         # Client Origin headers are sent as given (lws would prefix "http://").
         info.options = (lib.LWS_SERVER_OPTION_EXPLICIT_VHOSTS
                         | lib.LWS_SERVER_OPTION_JUST_USE_RAW_ORIGIN)
+        if features["tls"]:
+            info.options |= lib.LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT
         if validate_utf8:
             info.options |= lib.LWS_SERVER_OPTION_VALIDATE_UTF8
         info.user = self._handle
@@ -201,40 +174,51 @@ class Context:
             self._release()
             raise ContextError("lws_create_context() failed", lines)
         self._closed = False
-
-        vinfo = ffi.new("struct lws_context_creation_info *")
-        lib.lwspy_info_init(vinfo)
-        vinfo.port = lib.CONTEXT_PORT_NO_LISTEN if port is None else port
-        vinfo.protocols = arr
-        vinfo.vhost_name = self._cstr("default")
-        vinfo.options = lib.LWS_SERVER_OPTION_FAIL_UPON_UNABLE_TO_BIND
-        if validate_utf8:
-            vinfo.options |= lib.LWS_SERVER_OPTION_VALIDATE_UTF8
-        if host is not None:
-            vinfo.iface = self._cstr(host)
-            if _is_ipv4(host):
-                vinfo.options |= lib.LWS_SERVER_OPTION_DISABLE_IPV6
-        vinfo.timeout_secs = timeout_secs
-        vinfo.max_http_header_data = max_http_header_data
-        vinfo.pt_serv_buf_size = pt_serv_buf_size
-        self._lws_thread.ident = threading.get_ident()
         try:
-            with _log.capture() as lines:
-                self._vhost = lib.lws_create_vhost(self._ctx, vinfo)
-        finally:
-            self._lws_thread.ident = None
-        if self._vhost == NULL:
-            where = "" if port is None else f" on {host or '*'}:{port}"
+            self._default = self.add_vhost(
+                "default", protocols, port=port, host=host, mounts=mounts, tls=tls,
+                client_tls=client_tls, permessage_deflate=permessage_deflate,
+                allowed_origins=allowed_origins, security_headers=security_headers,
+                validate_utf8=validate_utf8, max_header_size=max_header_size,
+                timeout_secs=timeout_secs, keepalive_timeout=keepalive_timeout,
+                pt_serv_buf_size=pt_serv_buf_size)
+        except BaseException:
             self._destroy_context()
-            raise ContextError(f"creating the vhost{where} failed", lines)
-        self._port = 0 if port is None else lib.lws_get_vhost_listen_port(self._vhost)
+            raise
+
+    def add_vhost(self, name: str, protocols: Iterable[Protocol], **options: Any) -> Vhost:
+        """Add a vhost (its own port, protocols, mounts, TLS, limits); see :class:`Vhost`.
+
+        Call it from the thread that runs lws, or while lws is not running.
+        """
+        self._check_open()
+        if name in self._vhosts:
+            raise ValueError(f"there is already a vhost named {name!r}")
+        first_new = len(self._protocols)
+        try:
+            vhost = Vhost(self, name, protocols, **options)
+        except BaseException:
+            for p in self._protocols[first_new:]:
+                p._context = None
+                p._vhost = None
+            del self._protocols[first_new:]
+            raise
+        self._vhosts[name] = vhost
+        return vhost
+
+    def _register_protocol(self, proto: Protocol, vhost: Vhost) -> int:
+        index = len(self._protocols)
+        self._protocols.append(proto)
+        proto._context = self
+        proto._vhost = vhost
+        proto._index = index
+        proto._live = {}
+        return index
+
+    def _lws_owner(self) -> _LwsOwner:
+        return _LwsOwner(self)
 
     # -- small helpers ------------------------------------------------------
-
-    def _cstr(self, text: str) -> Any:
-        buf = ffi.new("char[]", text.encode())
-        self._keep.append(buf)
-        return buf
 
     def _next_conn_id(self) -> int:
         return next(self._conn_ids)
@@ -250,11 +234,22 @@ class Context:
 
     @property
     def port(self) -> int:
-        """The port the vhost listens on (the real one when created with port 0)."""
-        return self._port
+        """The port the default vhost listens on (the real one when created with port 0)."""
+        return self._default.port
+
+    @property
+    def vhost(self) -> Vhost:
+        """The default vhost (made from the Context's own arguments)."""
+        return self._default
+
+    @property
+    def vhosts(self) -> dict[str, Vhost]:
+        """Every vhost by name."""
+        return dict(self._vhosts)
 
     @property
     def protocols(self) -> list[Protocol]:
+        """Every protocol instance of every vhost."""
         return list(self._protocols)
 
     @property
@@ -512,8 +507,7 @@ class Context:
 
     def _request_writeable_all(self, proto: Protocol) -> None:
         if self._on_lws_thread():
-            lib.lws_callback_on_writable_all_protocol(self._ctx, ffi.addressof(
-                self._proto_array, proto._index))
+            lib.lws_callback_on_writable_all_protocol(self._ctx, proto._lws_entry)
         else:
             self.call_soon_threadsafe(self._request_writeable_all, proto)
 
@@ -529,6 +523,9 @@ class Context:
         host: str | None = None,
         headers: Mapping[str, str] | None = None,
         session: Mapping[str, Any] | None = None,
+        vhost: str | None = None,
+        verify_hostname: bool | None = None,
+        allow_self_signed: bool | None = None,
     ) -> Connection:
         """Start a WebSocket client connection to ``url`` (``ws://`` or ``wss://``).
 
@@ -540,6 +537,11 @@ class Context:
         owns the session buffer (lws' ``userdata``) and frees it after
         ``WSI_DESTROY``.
 
+        ``vhost``: the vhost whose client TLS settings and extensions to use
+        (default: the context's own). For ``wss://``, ``verify_hostname`` and
+        ``allow_self_signed`` override that vhost's :class:`lws.ClientTLS`
+        (hostname verification is on unless turned off explicitly).
+
         Returns the connection at once; ``on_client_established`` or
         ``on_client_connection_error`` follows. Raises :class:`lws.ConnectError`
         if lws refuses to even start (its message included), which it may
@@ -549,6 +551,9 @@ class Context:
         self._check_open()
         if self._lws_thread.ident is not None and not self._on_lws_thread():
             raise LwsError("connect() belongs on the lws thread: use call_soon_threadsafe")
+        via = self._default if vhost is None else self._vhosts.get(vhost)
+        if via is None:
+            raise ValueError(f"no vhost named {vhost!r}")
         proto = self._find_protocol(protocol)
         parts = urllib.parse.urlsplit(url)
         if parts.scheme not in ("ws", "wss") or not parts.hostname:
@@ -567,14 +572,17 @@ class Context:
             if not isinstance(name, str) or not isinstance(value, str):
                 raise TypeError("headers must map str to str")
 
+        if proto._vhost is not via:
+            raise ValueError(f"protocol {proto.name!r} belongs to vhost {proto.vhost.name!r}")
         conn = Connection(self, NULL, 0, proto, True)
         conn._connect_headers = dict(headers) if headers else None
         ci = ffi.new("struct lws_client_connect_info *")
         ci.context = self._ctx
-        ci.vhost = self._vhost
+        ci.vhost = via._vhost
         ci.address = keep_addr = ffi.new("char[]", parts.hostname.encode("idna"))
         ci.port = port
-        ci.ssl_connection = 1 if secure else 0
+        ci.ssl_connection = _tls_flags(secure, via.client_tls, verify_hostname,
+                                       allow_self_signed)
         ci.path = keep_path = ffi.new("char[]", path.encode())
         hosthdr = host or parts.netloc.rsplit("@", 1)[-1]
         ci.host = keep_host = ffi.new("char[]", hosthdr.encode())
@@ -693,11 +701,13 @@ class Context:
     def _release(self) -> None:
         for p in self._protocols:
             p._context = None
+            p._vhost = None
             p._live = {}
         self._timers.clear()
         self._calls.clear()
         self._client_buffers.clear()
-        self._keep = []
+        for vhost in self._vhosts.values():
+            vhost._keep = []
         self._wake = None
         self._conns.clear()
 
@@ -708,8 +718,28 @@ class Context:
         self.close()
 
     def __repr__(self) -> str:
-        status = "closed" if self._closed else f"port {self._port}"
+        status = "closed" if self._closed else f"port {self.port}"
         return f"<lws.Context {status} protocols={[p.name for p in self._protocols]}>"
+
+
+class _LwsOwner:
+    """Lets this thread call lws for a moment: only when it runs lws or nobody does."""
+
+    __slots__ = ("_ctx", "_outer")
+
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
+
+    def __enter__(self) -> None:
+        ctx = self._ctx
+        self._outer = ctx._lws_thread.ident
+        if self._outer is not None and self._outer != threading.get_ident():
+            raise LwsError("lws is running on another thread: do this from a handler or "
+                           "through call_soon_threadsafe")
+        ctx._lws_thread.ident = threading.get_ident()
+
+    def __exit__(self, *exc: object) -> None:
+        self._ctx._lws_thread.ident = self._outer
 
 
 class _Owning:
@@ -741,8 +771,18 @@ def _in_kind(reason: int) -> InKind:
         return InKind.NONE
 
 
-def _is_ipv4(host: str) -> bool:
-    try:
-        return isinstance(ipaddress.ip_address(host), ipaddress.IPv4Address)
-    except ValueError:
-        return False
+def _tls_flags(secure: bool, tls: ClientTLS | None, verify_hostname: bool | None,
+               allow_self_signed: bool | None) -> int:
+    """lws' LCCSCF_* bits for one client connection."""
+    if not secure:
+        return 0
+    if verify_hostname is None:
+        verify_hostname = tls.verify_hostname if tls is not None else True
+    if allow_self_signed is None:
+        allow_self_signed = tls.allow_self_signed if tls is not None else False
+    flags = int(lib.LCCSCF_USE_SSL)
+    if not verify_hostname:
+        flags |= lib.LCCSCF_SKIP_SERVER_CERT_HOSTNAME_CHECK
+    if allow_self_signed:
+        flags |= lib.LCCSCF_ALLOW_SELFSIGNED
+    return flags

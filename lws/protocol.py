@@ -28,6 +28,7 @@ from .session import Struct
 if TYPE_CHECKING:
     from .connection import Connection
     from .context import Context
+    from .vhost import Vhost
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_SIZE",
@@ -38,6 +39,7 @@ __all__ = [
 
 DEFAULT_MAX_MESSAGE_SIZE = 1 << 20
 DEFAULT_SEND_QUEUE_LIMIT = 4 << 20
+DEFAULT_MAX_BODY_SIZE = 1 << 20
 
 R = Reason
 # Reasons lws sends without a real connection (a vhost-wide or fake wsi):
@@ -51,7 +53,11 @@ NO_CONNECTION_REASONS = frozenset({
 })
 
 _HANDLERS = {handler_name(r): r for r in Reason}
-_EXTRA_HANDLERS = {"on_message": (R.RECEIVE, R.CLIENT_RECEIVE)}
+# The binding's own handlers, with the reasons each needs.
+_EXTRA_HANDLERS = {
+    "on_message": (R.RECEIVE, R.CLIENT_RECEIVE),
+    "on_request": (R.HTTP, R.HTTP_BODY, R.HTTP_BODY_COMPLETION, R.HTTP_WRITEABLE),
+}
 _ALL_HANDLER_NAMES = sorted([*_HANDLERS, *_EXTRA_HANDLERS])
 
 
@@ -86,6 +92,7 @@ class Protocol:
     tx_packet_size: ClassVar[int] = 0
     id: ClassVar[int] = 0
     max_message_size: ClassVar[int] = DEFAULT_MAX_MESSAGE_SIZE
+    max_body_size: ClassVar[int] = DEFAULT_MAX_BODY_SIZE
     send_queue_limit: ClassVar[int] = DEFAULT_SEND_QUEUE_LIMIT
     raw_reasons: ClassVar[frozenset[Reason] | None] = None
 
@@ -94,6 +101,7 @@ class Protocol:
     _handlers: ClassVar[dict[int, tuple[Callable[..., Any], InKind, bool]]] = {}
     _raw_wanted: ClassVar[frozenset[int]] = frozenset()
     _reassemble: ClassVar[bool] = False
+    _serves_http: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -108,7 +116,7 @@ class Protocol:
                 f"(an annotated class or lws.session.struct('struct ... {{ }};')), got {session!r}"
             )
         for attr in ("rx_buffer_size", "tx_packet_size", "id", "max_message_size",
-                     "send_queue_limit"):
+                     "send_queue_limit", "max_body_size"):
             value = getattr(cls, attr)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise DeclarationError(f"{cls.__name__}.{attr} must be an int >= 0, got {value!r}")
@@ -149,6 +157,11 @@ class Protocol:
         cls._handlers = handlers
         cls._wanted = frozenset(wanted)
         cls._reassemble = hasattr(cls, "on_message")
+        cls._serves_http = hasattr(cls, "on_request")
+        if cls._serves_http and "on_http" in handlers_names(handlers):
+            raise DeclarationError(f"{cls.__name__} defines both on_request and on_http: "
+                                   "on_request is the binding's HTTP server, on_http the raw "
+                                   "reason; pick one")
 
     # -- the declaration, read back ------------------------------------
 
@@ -160,8 +173,10 @@ class Protocol:
     # -- runtime: set when a Context takes the instance -----------------
 
     _context: Context | None = None
+    _vhost: Vhost | None = None
     _index: int = -1
     _live: dict[int, Connection]
+    _lws_entry: Any = None  # this protocol's struct lws_protocols entry
 
     @property
     def context(self) -> Context:
@@ -169,6 +184,13 @@ class Protocol:
         if self._context is None:
             raise RuntimeError(f"protocol {self.name!r} is not part of a Context yet")
         return self._context
+
+    @property
+    def vhost(self) -> Vhost:
+        """The vhost this protocol instance serves (its attributes are per-vhost state)."""
+        if self._vhost is None:
+            raise RuntimeError(f"protocol {self.name!r} is not part of a Context yet")
+        return self._vhost
 
     def connections(self) -> list[Connection]:
         """The protocol's live WebSocket connections (established, not yet closed)."""
@@ -198,6 +220,10 @@ class Protocol:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} protocol {getattr(self, 'name', '?')!r}>"
+
+
+def handlers_names(handlers: dict[int, Any]) -> set[str]:
+    return {handler_name(Reason(r)) for r in handlers}
 
 
 def _check_arity(cls: type, attr: str, fn: Callable[..., Any], nargs: int) -> None:

@@ -171,6 +171,33 @@ lwspy_timer_cancel(struct lws_context *ctx, struct lwspy_timer *t)
     lws_sul_cancel(&t->sul);
 }
 
+static int
+lwspy_pmd_extension(struct lws_extension *ext)
+{
+#if !defined(LWS_WITHOUT_EXTENSIONS)
+    ext[0].name = "permessage-deflate";
+    ext[0].callback = lws_extension_callback_pm_deflate;
+    ext[0].client_offer = "permessage-deflate; client_max_window_bits";
+    memset(&ext[1], 0, sizeof(ext[1]));
+    return 1;
+#else
+    (void)ext;
+    return 0;
+#endif
+}
+
+/* HTTP/2 streams need their body written from WRITEABLE; h1 is freer. */
+static int
+lwspy_is_h2(struct lws *wsi)
+{
+#if defined(LWS_ROLE_H2)
+    return lws_get_network_wsi(wsi) != wsi;
+#else
+    (void)wsi;
+    return 0;
+#endif
+}
+
 /* Custom (non-token) headers exist only with LWS_WITH_CUSTOM_HEADERS;
  * -2 tells Python the build lacks them. */
 static int

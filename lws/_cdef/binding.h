@@ -34,5 +34,10 @@ extern "Python" int _lwspy_callback(void *ctx_handle, int proto_index, struct lw
 extern "Python" void _lwspy_log(int level, const char *line);
 extern "Python" void _lwspy_timer(void *ctx_handle, long long id);
 
+/* permessage-deflate: fills ext[0] (and a zeroed terminator in ext[1]);
+ * returns 0 if this lws was built without extensions. */
+int lwspy_pmd_extension(struct lws_extension *ext);
+int lwspy_is_h2(struct lws *wsi);
+
 int lwspy_hdr_custom_length(struct lws *wsi, const char *name, int nlen);
 int lwspy_hdr_custom_copy(struct lws *wsi, char *dst, int len, const char *name, int nlen);

@@ -24,14 +24,49 @@ struct lws_protocols {
     ...;
 };
 
+struct lws_extension;
+enum lws_extension_callback_reasons { LWS_EXT_CB_CONSTRUCT, ... };
+typedef int lws_extension_callback_function(struct lws_context *context,
+                                            const struct lws_extension *ext, struct lws *wsi,
+                                            enum lws_extension_callback_reasons reason,
+                                            void *user, void *in, size_t len);
+struct lws_extension {
+    const char *name;
+    lws_extension_callback_function *callback;   /* set from C */
+    const char *client_offer;
+};
+
+struct lws_http_mount {
+    const struct lws_http_mount *mount_next;
+    const char *mountpoint;
+    const char *origin;
+    const char *def;
+    const char *protocol;
+    int cache_max_age;
+    unsigned char origin_protocol;
+    unsigned char mountpoint_len;
+    ...;
+};
+
 struct lws_context_creation_info {
     int port;
     const char *iface;
     const struct lws_protocols *protocols;
+    const struct lws_extension *extensions;
+    const struct lws_http_mount *mounts;
+    const char *server_string;
+    const char *ssl_cert_filepath;
+    const char *ssl_private_key_filepath;
+    const char *ssl_ca_filepath;
+    const char *client_ssl_ca_filepath;
+    const char *client_ssl_cert_filepath;
+    const char *client_ssl_private_key_filepath;
+    const char *alpn;
     uint64_t options;
     void *user;
     const char *vhost_name;
     unsigned int timeout_secs;
+    unsigned int timeout_secs_ah_idle;
     unsigned int pt_serv_buf_size;
     unsigned short max_http_header_data;
     unsigned int fd_limit_per_thread;

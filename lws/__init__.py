@@ -35,6 +35,7 @@ from .errors import (
     SessionClosed,
     VersionMismatch,
 )
+from .fetch import HTTPResult, fetch
 from .http import Mount, Request, Response
 from .protocol import Protocol
 from .reasons import InKind, Reason
@@ -51,12 +52,43 @@ built_against = _BUILT
 """The libwebsockets version the extension was compiled against."""
 
 __all__ = [
-    "BuildError", "ClientTLS", "ConnectError", "Connection", "ConnectionClosed", "Context",
-    "ContextError", "DeclarationError", "FeatureUnavailable", "HeaderWriter", "InKind",
-    "LwsError", "Mount", "Protocol", "Reason", "Refuse", "Request", "Response",
-    "SendQueueFull", "ServerTLS", "SessionClosed", "Struct", "TimerHandle", "VersionMismatch",
-    "Vhost", "__version__", "built_against", "c", "features", "lws_version",
-    "require", "session", "set_lws_log_level", "struct", "version_tuple",
+    "BuildError",
+    "ClientTLS",
+    "ConnectError",
+    "Connection",
+    "ConnectionClosed",
+    "Context",
+    "ContextError",
+    "DeclarationError",
+    "FeatureUnavailable",
+    "HTTPResult",
+    "HeaderWriter",
+    "InKind",
+    "LwsError",
+    "Mount",
+    "Protocol",
+    "Reason",
+    "Refuse",
+    "Request",
+    "Response",
+    "SendQueueFull",
+    "ServerTLS",
+    "SessionClosed",
+    "Struct",
+    "TimerHandle",
+    "VersionMismatch",
+    "Vhost",
+    "__version__",
+    "built_against",
+    "c",
+    "features",
+    "fetch",
+    "lws_version",
+    "require",
+    "session",
+    "set_lws_log_level",
+    "struct",
+    "version_tuple",
 ]
 
 # Reasons under their lws names, both spellings: lws.RECEIVE and lws.LWS_CALLBACK_RECEIVE.

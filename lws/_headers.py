@@ -12,7 +12,15 @@ from .errors import LwsError
 if TYPE_CHECKING:
     from .connection import Connection
 
-__all__ = ["TOKENS", "http_respond", "read_header", "read_path", "read_query"]
+__all__ = [
+    "HEADER_TOKENS",
+    "TOKENS",
+    "http_respond",
+    "read_header",
+    "read_headers",
+    "read_path",
+    "read_query",
+]
 
 
 def _token_table() -> dict[str, int]:
@@ -29,6 +37,22 @@ def _token_table() -> dict[str, int]:
 
 
 TOKENS = _token_table()
+
+
+def _header_tokens() -> dict[str, int]:
+    """Only real header names (lws spells them with a trailing ':'), not methods."""
+    table: dict[str, int] = {}
+    for i in range(lib.WSI_TOKEN_COUNT):
+        raw = lib.lws_token_to_string(i)
+        if raw == ffi.NULL:
+            continue
+        name = ffi.string(ffi.cast("char *", raw)).decode("latin-1")
+        if name.endswith(":") and len(name) > 1:
+            table.setdefault(name[:-1].lower(), i)
+    return table
+
+
+HEADER_TOKENS = _header_tokens()
 _URI_TOKENS = [t for t in (lib.WSI_TOKEN_GET_URI, lib.WSI_TOKEN_POST_URI)]
 for _name in ("options", "put", "patch", "delete", "head", ":path"):
     if _name in TOKENS:
@@ -60,6 +84,17 @@ def read_header(wsi: Any, name: str) -> str | None:
     if lib.lwspy_hdr_custom_copy(wsi, buf, n + 1, cname, len(cname)) < 0:
         return None
     return str(ffi.string(buf).decode("utf-8", "replace"))
+
+
+def read_headers(wsi: Any) -> dict[str, str]:
+    """Every header lws knows by token that the message carried."""
+    out: dict[str, str] = {}
+    for name, token in HEADER_TOKENS.items():
+        if lib.lws_hdr_total_length(wsi, token) > 0:
+            value = _copy_token(wsi, token)
+            if value is not None:
+                out[name] = value
+    return out
 
 
 def read_path(wsi: Any) -> str:

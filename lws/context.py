@@ -526,6 +526,7 @@ class Context:
         vhost: str | None = None,
         verify_hostname: bool | None = None,
         allow_self_signed: bool | None = None,
+        method: str | None = None,
     ) -> Connection:
         """Start a WebSocket client connection to ``url`` (``ws://`` or ``wss://``).
 
@@ -536,6 +537,11 @@ class Context:
         ``session``: initial values for the session data; the binding then
         owns the session buffer (lws' ``userdata``) and frees it after
         ``WSI_DESTROY``.
+
+        ``http://`` and ``https://`` URLs make a plain HTTP client connection
+        instead (``method``, default GET): the protocol's client HTTP handlers
+        (``on_established_client_http``, ``on_receive_client_http_read``,
+        ``on_completed_client_http``...) run it; :func:`lws.fetch` wraps that.
 
         ``vhost``: the vhost whose client TLS settings and extensions to use
         (default: the context's own). For ``wss://``, ``verify_hostname`` and
@@ -556,9 +562,17 @@ class Context:
             raise ValueError(f"no vhost named {vhost!r}")
         proto = self._find_protocol(protocol)
         parts = urllib.parse.urlsplit(url)
-        if parts.scheme not in ("ws", "wss") or not parts.hostname:
-            raise ValueError(f"not a ws:// or wss:// URL: {url!r}")
-        secure = parts.scheme == "wss"
+        if parts.scheme not in ("ws", "wss", "http", "https") or not parts.hostname:
+            raise ValueError(f"not a ws://, wss://, http:// or https:// URL: {url!r}")
+        secure = parts.scheme in ("wss", "https")
+        is_http = parts.scheme in ("http", "https")
+        if method is not None and not is_http:
+            raise ValueError("method= is for http:// and https:// URLs")
+        if is_http:
+            method = (method or "GET").upper()
+            if method not in ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"):
+                raise ValueError(f"unsupported HTTP method {method!r}")
+            subprotocol = None
         if secure:
             require("tls")
         try:
@@ -593,13 +607,16 @@ class Context:
         keep_local = ffi.new("char[]", proto.name.encode())
         ci.local_protocol_name = keep_local
         ci.ietf_version_or_minus_one = -1
+        keep_method = ffi.new("char[]", method.encode()) if method else NULL
+        ci.method = keep_method
         ci.opaque_user_data = ffi.cast("void *", conn.id)
         if session is not None:
             conn._external = self._client_session(conn, proto, session)
             ci.userdata = ffi.cast("void *", conn._external.address)
         pwsi = ffi.new("struct lws **")
         ci.pwsi = pwsi
-        keep = (keep_addr, keep_path, keep_host, keep_origin, keep_proto, keep_local)
+        keep = (keep_addr, keep_path, keep_host, keep_origin, keep_proto, keep_local,
+                keep_method)
         self._connecting = conn
         outer = self._lws_thread.ident
         self._lws_thread.ident = threading.get_ident()

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ._binding import ffi, lib
-from ._headers import TOKENS, read_header, read_path, read_query
+from ._headers import TOKENS, read_header, read_headers, read_path, read_query
 from .reasons import Reason as _R
 
 if TYPE_CHECKING:
@@ -82,10 +82,20 @@ class Request:
     headers: dict[str, str]
     body: bytes = b""
     http2: bool = False
+    _wsi: Any = field(default=None, repr=False, compare=False)
 
     def header(self, name: str) -> str | None:
-        """A header by name, case-insensitive (the ones read when the request came in)."""
-        return self.headers.get(name.lower().rstrip(":"))
+        """A header by name, case-insensitive.
+
+        Headers lws knows by token are in :attr:`headers` and readable at any
+        time. Any other header is read from lws, so only while the handler
+        that received the request runs (lws 4.1 cannot list unknown headers).
+        """
+        key = name.lower().rstrip(":")
+        value = self.headers.get(key)
+        if value is None and self._wsi is not None:
+            value = read_header(self._wsi, key)
+        return value
 
 
 @dataclass
@@ -139,15 +149,7 @@ def _read_request(conn: Connection, path: str) -> Request:
         h2_method = read_header(wsi, ":method")
         if h2_method:
             method = h2_method.upper()
-    headers: dict[str, str] = {}
-    for name, token in TOKENS.items():
-        if name.endswith(" ") or " " in name or not name:
-            continue
-        n = lib.lws_hdr_total_length(wsi, token)
-        if n > 0:
-            value = read_header(wsi, name)
-            if value is not None:
-                headers[name] = value
+    headers = read_headers(wsi)
     full_path = read_path(wsi) or path
     return Request(method=method, path=full_path, query=dict(read_query(wsi)),
                    headers=headers, http2=bool(lib.lwspy_is_h2(wsi)))
@@ -201,12 +203,15 @@ def serve(conn: Connection, proto: Protocol, reason: int, in_: Any, len_: int) -
 
 
 def _answer(conn: Connection, proto: Protocol, txn: _Transaction) -> int:
+    txn.request._wsi = conn._wsi  # unknown headers are readable during the handler only
     try:
         response = proto.on_request(conn, txn.request)  # type: ignore[attr-defined]
     except Exception as exc:
         logger.error("exception in %s.on_request for %r", type(proto).__name__, conn,
                      exc_info=exc)
         response = Response(500, "internal server error\n")
+    finally:
+        txn.request._wsi = None
     if response is None:
         response = Response(404, "not found\n")
     elif not isinstance(response, Response):

@@ -69,8 +69,10 @@ def test_bad_arguments_raise_precise_errors() -> None:
     with lws.Context([p]) as ctx:
         with pytest.raises(ValueError, match="already belongs"):
             lws.Context([p])
-        with pytest.raises(ValueError, match="ws:// or wss://"):
-            ctx.connect("http://127.0.0.1/")
+        with pytest.raises(ValueError, match="ws://, wss://"):
+            ctx.connect("ftp://127.0.0.1/")
+        with pytest.raises(ValueError, match="method= is for http"):
+            ctx.connect("ws://127.0.0.1/", method="POST")
         with pytest.raises(ValueError, match="not one of"):
             ctx.connect("ws://127.0.0.1/", "nope")
 

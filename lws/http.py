@@ -7,6 +7,9 @@ callback mount sends a URL prefix to a named protocol). The handler returns a
 ``Protocol.max_body_size``, else 413 and the connection closes), writes the
 headers, then the body one ``lws_write`` per ``HTTP_WRITEABLE`` (so it works
 on HTTP/2 streams too), and completes the transaction so keep-alive goes on.
+With ``on_request_body(conn, request, chunk)`` the body is handed over chunk
+by chunk as it arrives (``request.body`` stays empty) and ``on_request``
+runs once it is complete.
 """
 
 from __future__ import annotations
@@ -187,7 +190,18 @@ def serve(conn: Connection, proto: Protocol, reason: int, in_: Any, len_: int) -
             logger.info("%r: request body over %d bytes: 413", conn, proto.max_body_size)
             lib.lws_return_http_status(conn._wsi, 413, ffi.NULL)
             return -1
-        txn.chunks.append(ffi.buffer(in_, len_)[:])
+        chunk = ffi.buffer(in_, len_)[:]
+        if proto._streams_body:
+            try:
+                proto.on_request_body(conn, txn.request, chunk)  # type: ignore[attr-defined]
+            except Exception as exc:
+                logger.error("exception in %s.on_request_body for %r", type(proto).__name__,
+                             conn, exc_info=exc)
+                txn.refused = True
+                lib.lws_return_http_status(conn._wsi, 500, ffi.NULL)
+                return -1
+        else:
+            txn.chunks.append(chunk)
         return 0
     if reason == _HTTP_BODY_COMPLETION:
         if txn.refused:

@@ -57,7 +57,9 @@ _HANDLERS = {handler_name(r): r for r in Reason}
 _EXTRA_HANDLERS = {
     "on_message": (R.RECEIVE, R.CLIENT_RECEIVE),
     "on_request": (R.HTTP, R.HTTP_BODY, R.HTTP_BODY_COMPLETION, R.HTTP_WRITEABLE),
+    "on_request_body": (R.HTTP_BODY,),
 }
+_EXTRA_ARITY = {"on_message": 2, "on_request": 2, "on_request_body": 3}
 _ALL_HANDLER_NAMES = sorted([*_HANDLERS, *_EXTRA_HANDLERS])
 
 
@@ -102,6 +104,7 @@ class Protocol:
     _raw_wanted: ClassVar[frozenset[int]] = frozenset()
     _reassemble: ClassVar[bool] = False
     _serves_http: ClassVar[bool] = False
+    _streams_body: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -128,7 +131,7 @@ class Protocol:
                 continue
             fn = getattr(cls, attr)
             if attr in _EXTRA_HANDLERS:
-                _check_arity(cls, attr, fn, 2)
+                _check_arity(cls, attr, fn, _EXTRA_ARITY[attr])
                 wanted.update(_EXTRA_HANDLERS[attr])
                 continue
             reason = _HANDLERS.get(attr)
@@ -158,6 +161,9 @@ class Protocol:
         cls._wanted = frozenset(wanted)
         cls._reassemble = hasattr(cls, "on_message")
         cls._serves_http = hasattr(cls, "on_request")
+        cls._streams_body = hasattr(cls, "on_request_body")
+        if cls._streams_body and not cls._serves_http:
+            raise DeclarationError(f"{cls.__name__}.on_request_body needs on_request too")
         if cls._serves_http and "on_http" in handlers_names(handlers):
             raise DeclarationError(f"{cls.__name__} defines both on_request and on_http: "
                                    "on_request is the binding's HTTP server, on_http the raw "

@@ -202,3 +202,46 @@ def test_bad_mount_and_response_arguments(tmp_path: Path) -> None:
         lws.Response(200, headers={"x": "a\r\nb: c"})
     with pytest.raises(ValueError, match="names protocol"):
         lws.Context([Site()], mounts=[lws.Mount("/x", protocol="nope")])
+
+
+def test_request_body_can_be_streamed_in_chunks() -> None:
+    class Upload(lws.Protocol):
+        name = "http"
+        max_body_size = 4 << 20
+
+        def __init__(self) -> None:
+            self.sizes: list[int] = []
+
+        def on_request_body(self, conn: lws.Connection, req: lws.Request, chunk: bytes) -> None:
+            self.sizes.append(len(chunk))
+
+        def on_request(self, conn: lws.Connection, req: lws.Request) -> lws.Response:
+            return lws.Response(200, f"{len(self.sizes)} chunks, {sum(self.sizes)} bytes, "
+                                     f"body attr {len(req.body)}")
+
+    up = Upload()
+    with lws.Context([up], port=0, host="127.0.0.1") as ctx, serving(ctx):
+        out = subprocess.run(["curl", "-s", "--max-time", "10", "--data-binary", "@-",
+                              f"http://127.0.0.1:{ctx.port}/up"], input=b"u" * 1_000_000,
+                             capture_output=True, timeout=30)
+    text = out.stdout.decode()
+    assert text.endswith("1000000 bytes, body attr 0") and int(text.split()[0]) > 1
+
+
+@pytest.mark.parametrize("garbage", [
+    b"\x00\x01\x02 nonsense\r\n\r\n", b"GET\r\n\r\n", b"GET / HTTP/9.9\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost x no colon\r\n\r\n", b"\r\n\r\n\r\n",
+])
+def test_malformed_requests_close_that_connection_only(site: str, garbage: bytes) -> None:
+    host, port = site.removeprefix("http://").split(":")
+    # lws answers 4xx, hangs up, or (a header line without a colon) waits for
+    # more until its timeout: any of these is fine as long as others are served.
+    with socket.create_connection((host, int(port)), timeout=2) as sock:
+        sock.sendall(garbage)
+        try:
+            reply = sock.recv(4096)
+        except (ConnectionResetError, TimeoutError):
+            reply = b""
+    assert not reply.startswith(b"HTTP/1.1 200")
+    assert reply == b"" or reply.split(b" ", 2)[1][:1] in (b"4", b"5")
+    assert curl(f"{site}/hello").stdout.startswith("hi GET")

@@ -129,6 +129,7 @@ class Connection:
         "_connect_headers",
         "_ctx",
         "_destroyed",
+        "_drain_cb",
         "_established",
         "_external",
         "_http",
@@ -187,6 +188,7 @@ class Connection:
         self._txbuf: Any = None
         self._why = ""
         self._http: Any = None  # the HTTP transaction being served (lws.http)
+        self._drain_cb: Any = None  # called on the lws thread when the send queue empties
 
     # -- identity -------------------------------------------------------
 
@@ -377,6 +379,8 @@ class Connection:
                 return self._close_now(code, why)
             if self._write(payload, flags) < 0:
                 return -1
+            if not self._queue and self._drain_cb is not None:
+                self._drain_cb()
             if self._queue or (proto is not None and reason in proto._wanted):
                 # More to send, or the user's WRITEABLE handler gets its own turn.
                 self._request_writeable()

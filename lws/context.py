@@ -57,6 +57,8 @@ _FILTERS = frozenset(int(r) for r in (Reason.FILTER_PROTOCOL_CONNECTION,
                                       Reason.FILTER_HTTP_CONNECTION,
                                       Reason.FILTER_NETWORK_CONNECTION))
 _FILTER_NETWORK = int(Reason.FILTER_NETWORK_CONNECTION)
+_POLL_FD = frozenset(int(r) for r in (Reason.ADD_POLL_FD, Reason.DEL_POLL_FD,
+                                      Reason.CHANGE_MODE_POLL_FD))
 _CLOSE_TIMEOUT = 2.0
 
 
@@ -135,8 +137,12 @@ class Context:
         timeout_secs: int = DEFAULT_TIMEOUT_SECS,
         keepalive_timeout: int = DEFAULT_KEEPALIVE_TIMEOUT,
         pt_serv_buf_size: int = 0,
+        _poll_hook: Callable[[int, int, int], None] | None = None,
     ) -> None:
         self._ctx: Any = NULL
+        # Set by an outside loop driving lws (lws.asyncio's native mode):
+        # gets (reason, fd, events) for ADD/DEL/CHANGE_MODE_POLL_FD.
+        self._poll_hook = _poll_hook
         self._closed = True
         self.state: Any = state
         self.close_on_error = close_on_error
@@ -265,6 +271,11 @@ class Context:
     def _dispatch(self, pi: int, wsi: Any, reason: int, user: Any, in_: Any, len_: int) -> int:
         proto = self._protocols[pi] if pi >= 0 else None
         if reason in _NO_CONN:
+            if reason in _POLL_FD and self._poll_hook is not None:
+                args = ffi.cast("struct lws_pollargs *", in_)
+                self._poll_hook(reason, args.fd, args.events)
+                if proto is None or reason not in proto._handlers:
+                    return 0
             if proto is None:
                 return DEFAULT
             if reason == _FILTER_NETWORK:

@@ -11,6 +11,8 @@ __all__ = [
     "BuildError",
     "ConnectError",
     "ConnectionClosed",
+    "ConnectionClosedError",
+    "ConnectionClosedOK",
     "ContextError",
     "DeclarationError",
     "FeatureUnavailable",
@@ -72,6 +74,14 @@ class ConnectionClosed(LwsError):
         super().__init__(message)
         self.code = code
         self.reason = reason
+
+
+class ConnectionClosedOK(ConnectionClosed):
+    """The connection closed normally (1000, 1001, or no status)."""
+
+
+class ConnectionClosedError(ConnectionClosed):
+    """The connection closed with an error code, or dropped without a close frame."""
 
 
 class SendQueueFull(LwsError):

@@ -179,9 +179,13 @@ class Vhost:
     def _extra_reasons(self) -> frozenset[int]:
         from .reasons import Reason
 
+        extra: set[int] = set()
         if self.allowed_origins is not None:
-            return frozenset({int(Reason.FILTER_PROTOCOL_CONNECTION)})
-        return frozenset()
+            extra.add(int(Reason.FILTER_PROTOCOL_CONNECTION))
+        if self.context._poll_hook is not None:
+            extra.update(int(r) for r in (Reason.ADD_POLL_FD, Reason.DEL_POLL_FD,
+                                          Reason.CHANGE_MODE_POLL_FD))
+        return frozenset(extra)
 
     def _mount_list(self, mounts: list[Mount]) -> Any:
         arr = ffi.new("struct lws_http_mount[]", len(mounts))

@@ -104,6 +104,12 @@ struct lws_process_html_args {
 
 typedef struct lws_sorted_usec_list { ...; } lws_sorted_usec_list_t;
 
+struct lws_pollargs {
+    int fd;
+    int events;
+    int prev_events;
+};
+
 /* The binding's timer: an lws sul plus the id Python knows it by. */
 struct lwspy_timer {
     lws_sorted_usec_list_t sul;

@@ -1,0 +1,788 @@
+"""asyncio on the native stack: :func:`serve` and :func:`connect`, websockets-style.
+
+::
+
+    async def echo(ws):
+        async for message in ws:
+            await ws.send(message)
+
+    async with lws.asyncio.serve(echo, "127.0.0.1", 8765) as server:
+        await server.serve_forever()
+
+    async with lws.asyncio.connect("ws://127.0.0.1:8765/") as ws:
+        await ws.send("hi")
+        print(await ws.recv())
+
+Two ways to run lws under a loop; :attr:`Server.mode` / :attr:`WebSocket.mode`
+says which one is in use:
+
+``"native"``
+    lws runs on the asyncio loop's own thread: lws reports its sockets
+    (``ADD/DEL/CHANGE_MODE_POLL_FD``, needs an lws built with
+    ``LWS_WITH_EXTERNAL_POLL``) and the loop watches them, calling lws when
+    one is ready. No extra thread.
+``"thread"``
+    lws runs on a service thread (``Context.run``); events cross to the loop
+    with ``call_soon_threadsafe`` and sends cross back through the
+    connection's thread-safe queue. Works with every lws build (Debian's
+    4.1.6 has no external poll).
+
+``mode="auto"`` (the default) picks native where the build allows it.
+
+Backpressure: ``send`` waits while more than ``write_limit`` bytes are queued
+on the connection; received messages wait in a queue of at most
+``max_queue`` messages, past which lws stops reading from the socket until
+the application catches up. Nothing grows without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import select
+import threading
+import urllib.parse
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ._binding import features, lib
+from .connection import Connection
+from .context import Context
+from .errors import (
+    ConnectError,
+    ConnectionClosed,
+    ConnectionClosedError,
+    ConnectionClosedOK,
+    FeatureUnavailable,
+    LwsError,
+)
+from .http import Mount
+from .protocol import Protocol
+from .reasons import Reason
+from .session import Struct
+from .tls import ClientTLS, ServerTLS
+
+__all__ = ["Request", "Server", "WebSocket", "connect", "serve"]
+
+logger = logging.getLogger("lws")
+
+Message = str | bytes
+Handler = Callable[["WebSocket"], Awaitable[None]]
+
+_OK_CODES = frozenset({1000, 1001, 1005})
+_TICK = 0.25  # native mode: lws' own timers are serviced at least this often
+
+
+def _pick_mode(mode: str) -> str:
+    if mode not in ("auto", "native", "thread"):
+        raise ValueError(f"mode must be 'auto', 'native' or 'thread', not {mode!r}")
+    if mode == "auto":
+        return "native" if features["external_poll"] else "thread"
+    if mode == "native" and not features["external_poll"]:
+        raise FeatureUnavailable("native asyncio mode", "LWS_WITH_EXTERNAL_POLL")
+    return mode
+
+
+@dataclass(frozen=True)
+class _Limits:
+    max_size: int
+    max_queue: int
+    write_limit: int
+    close_timeout: float
+    session: type[Struct] | None
+
+
+class Request:
+    """The opening handshake as the server saw it (a copy; valid any time)."""
+
+    __slots__ = ("headers", "path", "query")
+
+    def __init__(self, path: str, query: dict[str, str], headers: dict[str, str]) -> None:
+        self.path = path
+        self.query = query
+        self.headers = headers
+
+    def __repr__(self) -> str:
+        return f"<Request {self.path!r}>"
+
+
+class WebSocket:
+    """One WebSocket connection, on the asyncio side. Use it from the loop's thread.
+
+    ``session`` is the connection's typed per-session data (the same view, with
+    the same lifetime rules, as :attr:`lws.Connection.session`).
+    """
+
+    def __init__(self, runner: _Runner, conn: Connection, max_queue: int,
+                 write_limit: int) -> None:
+        self._runner = runner
+        self._loop = runner.loop
+        self.connection = conn
+        self.mode = runner.mode
+        self._messages: collections.deque[Message] = collections.deque()
+        self._max_queue = max_queue
+        self._write_limit = write_limit
+        self._paused = False
+        self._getter: asyncio.Future[None] | None = None
+        self._drained: asyncio.Future[None] | None = None
+        self._closed = self._loop.create_future()
+        self._pongs: dict[bytes, list[asyncio.Future[float]]] = {}
+        self.request: Request | None = None
+        self.subprotocol: str | None = None
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self._lock = threading.Lock()  # guards _messages/_paused between lws and loop threads
+
+    # -- properties -----------------------------------------------------------
+
+    @property
+    def id(self) -> int:
+        return self.connection.id
+
+    @property
+    def session(self) -> Any:
+        return self.connection.session
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.done()
+
+    def __repr__(self) -> str:
+        return f"<lws.asyncio.WebSocket #{self.id} {self.mode}>"
+
+    # -- events from lws (called on the loop thread) ----------------------------
+
+    def _on_message(self, message: Message) -> None:
+        getter = self._getter
+        if getter is not None and not getter.done():
+            getter.set_result(None)
+
+    def _on_drain(self) -> None:
+        waiter = self._drained
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _on_pong(self, data: bytes) -> None:
+        waiters = self._pongs.pop(data, [])
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(self._loop.time())
+
+    def _on_closed(self, code: int | None, reason: str) -> None:
+        if self._closed.done():
+            return
+        self.close_code = code
+        self.close_reason = reason
+        self._closed.set_result(None)
+        for waiter in (self._getter, self._drained):
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+        for pong_waiters in self._pongs.values():
+            for pong in pong_waiters:
+                if not pong.done():
+                    pong.set_exception(self._closed_error())
+        self._pongs.clear()
+
+    def _closed_error(self) -> ConnectionClosed:
+        code = self.close_code
+        kind = ConnectionClosedOK if code in _OK_CODES else ConnectionClosedError
+        shown = "no close frame" if code is None else f"code {code}"
+        if self.close_reason:
+            shown += f": {self.close_reason}"
+        return kind(f"connection closed ({shown})", code, self.close_reason)
+
+    # -- receiving -------------------------------------------------------------
+
+    async def recv(self) -> Message:
+        """The next message (``str`` for text, ``bytes`` for binary).
+
+        Raises :class:`lws.ConnectionClosedOK` / :class:`lws.ConnectionClosedError`
+        once the connection is closed and every received message was read.
+        """
+        while True:
+            with self._lock:
+                if self._messages:
+                    message = self._messages.popleft()
+                    resume = self._paused and len(self._messages) <= self._max_queue // 2
+                    if resume:
+                        self._paused = False
+                    break
+            if self._closed.done():
+                raise self._closed_error()
+            self._getter = self._loop.create_future()
+            try:
+                await self._getter
+            finally:
+                self._getter = None
+        if resume:
+            with contextlib.suppress(ConnectionClosed):
+                self.connection.resume_reading()
+        return message
+
+    def __aiter__(self) -> AsyncIterator[Message]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Message]:
+        try:
+            while True:
+                yield await self.recv()
+        except ConnectionClosedOK:
+            return
+
+    # -- sending ---------------------------------------------------------------
+
+    async def send(self, message: Message | Iterable[Message]) -> None:
+        """Send a message (``str`` text, bytes-like binary), or an iterable as fragments.
+
+        Waits while more than ``write_limit`` bytes are queued on the connection.
+        """
+        if self._closed.done():
+            raise self._closed_error()
+        while self.connection.queued_bytes > self._write_limit:
+            # The future exists before the re-check, so the drain either is
+            # seen here or wakes the future: no lost wake-up across threads.
+            self._drained = self._loop.create_future()
+            try:
+                if self.connection.queued_bytes > self._write_limit:
+                    await self._drained
+            finally:
+                self._drained = None
+            if self._closed.done():
+                raise self._closed_error()
+        try:
+            if isinstance(message, (str, bytes, bytearray, memoryview)):
+                self.connection.send(message)
+            else:
+                self._send_fragments(list(message))
+        except ConnectionClosed:
+            await asyncio.shield(self._closed)
+            raise self._closed_error() from None
+
+    def _send_fragments(self, parts: list[Message]) -> None:
+        if not parts:
+            raise ValueError("send() got an empty iterable")
+        binary = not isinstance(parts[0], str)
+        for i, part in enumerate(parts):
+            if isinstance(part, str) == binary:
+                raise TypeError("all fragments of a message must be str, or all bytes")
+            self.connection.send_fragment(part, first=i == 0, final=i == len(parts) - 1,
+                                          binary=binary)
+
+    async def ping(self, data: bytes = b"") -> Awaitable[float]:
+        """Send a ping; returns an awaitable that resolves (to the loop time) on its pong."""
+        fut: asyncio.Future[float] = self._loop.create_future()
+        self._pongs.setdefault(bytes(data), []).append(fut)
+        self.connection.ping(bytes(data))
+        return fut
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close with ``code`` and ``reason``; waits for the close to finish (bounded)."""
+        if not self._closed.done():
+            with contextlib.suppress(ConnectionClosed):
+                self.connection.close(code, reason)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._closed),
+                                       self._runner.close_timeout)
+        if self._runner.owned_by_socket:  # a client: its lws context goes with it
+            await self._runner.stop()
+
+    async def wait_closed(self) -> None:
+        await asyncio.shield(self._closed)
+
+    async def __aenter__(self) -> WebSocket:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+class _AsyncProtocol(Protocol):
+    """The lws protocol behind :func:`serve` / :func:`connect`: hands events to the loop."""
+
+    name = "lws-asyncio"
+
+    def __init__(self, runner: _Runner, server: bool) -> None:
+        self._runner = runner
+        self._server = server
+
+    def on_filter_protocol_connection(self, conn: Connection) -> None:
+        self._runner._on_handshake(conn)
+
+    def on_established(self, conn: Connection) -> None:
+        self._runner._on_open(self, conn)
+
+    def on_client_established(self, conn: Connection) -> None:
+        self._runner._on_open(self, conn)
+
+    def on_message(self, conn: Connection, message: Message) -> None:
+        self._runner._on_message(conn, message)
+
+    def on_receive_pong(self, conn: Connection, data: bytes) -> None:
+        self._runner._deliver(conn, "_on_pong", data)
+
+    def on_client_receive_pong(self, conn: Connection, data: bytes) -> None:
+        self._runner._deliver(conn, "_on_pong", data)
+
+    def on_closed(self, conn: Connection) -> None:
+        self._runner._on_close(conn)
+
+    def on_client_closed(self, conn: Connection) -> None:
+        self._runner._on_close(conn)
+
+    def on_client_connection_error(self, conn: Connection, message: str) -> None:
+        self._runner._on_connect_error(conn, message)
+
+
+class _Runner:
+    """Owns the lws Context and drives it under the loop, in one of the two modes."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, mode: str, limits: _Limits) -> None:
+        self.loop = loop
+        self.mode = _pick_mode(mode)
+        self.max_queue = limits.max_queue
+        self.write_limit = limits.write_limit
+        self.close_timeout = limits.close_timeout
+        self.ctx: Context | None = None
+        self.sockets: dict[Connection, WebSocket] = {}
+        self.pending_requests: dict[Connection, Request] = {}
+        self.on_open: Callable[[WebSocket], None] | None = None
+        self.client_subprotocol: str | None = None
+        self.owned_by_socket = False
+        self.on_error: Callable[[Connection, str], None] | None = None
+        self._thread: threading.Thread | None = None
+        self._watched: dict[int, int] = {}
+        self._tick: asyncio.TimerHandle | None = None
+        self._thread_error: BaseException | None = None
+        self._stopping = False
+        self._protocol_kw = {
+            "max_message_size": limits.max_size, "session": limits.session,
+            "send_queue_limit": max(limits.write_limit * 4, limits.max_size * 2)}
+
+    def make_protocol(self, name: str, server: bool) -> _AsyncProtocol:
+        attrs = dict(self._protocol_kw, name=name)
+        cls = type("AsyncProtocol", (_AsyncProtocol,), attrs)
+        return cls(self, server)  # type: ignore[no-any-return]
+
+    # -- starting and stopping -----------------------------------------------
+
+    def start(self, protocols: list[Protocol], **ctx_options: Any) -> Context:
+        hook = self._on_poll if self.mode == "native" else None
+        self.ctx = Context(protocols, _poll_hook=hook, **ctx_options)
+        if self.mode == "native":
+            self.ctx._lws_thread.ident = threading.get_ident()  # lws lives on this loop
+            self._schedule_tick(0)
+        else:
+            self._thread = threading.Thread(target=self._run_thread, name="lws-service",
+                                            daemon=True)
+            self._thread.start()
+        return self.ctx
+
+    def _run_thread(self) -> None:
+        assert self.ctx is not None
+        try:
+            self.ctx.run()
+        except BaseException as exc:
+            self._thread_error = exc
+            logger.error("lws service thread stopped", exc_info=exc)
+
+    def call(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn`` where lws lives (now in native mode, on the lws thread otherwise)."""
+        assert self.ctx is not None
+        if self.mode == "native":
+            fn(*args)
+        else:
+            self.ctx.call_soon_threadsafe(fn, *args)
+
+    async def stop(self) -> None:
+        ctx = self.ctx
+        if ctx is None or ctx.closed or self._stopping:
+            return
+        self._stopping = True
+        for ws in list(self.sockets.values()):
+            if not ws.closed:
+                with contextlib.suppress(ConnectionClosed, LwsError):
+                    ws.connection.close(1001, "going away")
+        if self.sockets:
+            waits = [asyncio.shield(ws._closed) for ws in self.sockets.values()]
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*waits), self.close_timeout)
+        if self.mode == "native":
+            if self._tick is not None:
+                self._tick.cancel()
+            for fd in list(self._watched):
+                self._unwatch(fd)
+            ctx._lws_thread.ident = None
+            ctx.close(timeout=0.5)
+            for fd in list(self._watched):
+                self._unwatch(fd)
+        else:
+            ctx.stop()
+            thread = self._thread
+            if thread is not None:
+                # Poll rather than block the loop (or leave an executor thread behind).
+                deadline = self.loop.time() + 10
+                while thread.is_alive() and self.loop.time() < deadline:
+                    await asyncio.sleep(0.005)
+                if thread.is_alive():
+                    raise LwsError("the lws service thread did not stop")
+            ctx.close(timeout=0.5)
+        for ws in list(self.sockets.values()):
+            ws._on_closed(ws.close_code if ws.close_code is not None else 1006,
+                          ws.close_reason)
+        self.sockets.clear()
+
+    # -- native mode: the loop watches lws' sockets ---------------------------
+
+    def _on_poll(self, reason: int, fd: int, events: int) -> None:
+        if reason == int(Reason.DEL_POLL_FD):
+            self._unwatch(fd)
+            return
+        old = self._watched.get(fd, 0)
+        if (events & select.POLLIN) and not (old & select.POLLIN):
+            self.loop.add_reader(fd, self._service)
+        elif not (events & select.POLLIN) and (old & select.POLLIN):
+            self.loop.remove_reader(fd)
+        if (events & select.POLLOUT) and not (old & select.POLLOUT):
+            self.loop.add_writer(fd, self._service)
+        elif not (events & select.POLLOUT) and (old & select.POLLOUT):
+            self.loop.remove_writer(fd)
+        self._watched[fd] = events & (select.POLLIN | select.POLLOUT)
+
+    def _unwatch(self, fd: int) -> None:
+        old = self._watched.pop(fd, 0)
+        if old & select.POLLIN:
+            self.loop.remove_reader(fd)
+        if old & select.POLLOUT:
+            self.loop.remove_writer(fd)
+
+    def _service(self) -> None:
+        ctx = self.ctx
+        if ctx is None or ctx.closed:
+            return
+        try:
+            lib.lws_service(ctx._ctx, -1)  # lws polls its own fds without waiting
+            ctx._after_service()
+        except BaseException as exc:
+            self.loop.call_exception_handler({"message": "lws service failed",
+                                              "exception": exc})
+
+    def _schedule_tick(self, delay: float) -> None:
+        if self._tick is not None:
+            self._tick.cancel()
+        self._tick = self.loop.call_later(delay, self._on_tick)
+
+    def _on_tick(self) -> None:
+        self._service()
+        if self.ctx is not None and not self.ctx.closed:
+            self._schedule_tick(_TICK)
+
+    # -- events from lws (lws thread in thread mode, loop thread in native mode) --
+
+    def _to_loop(self, fn: Callable[..., Any], *args: Any) -> None:
+        if self.mode == "native":
+            fn(*args)
+        else:
+            self.loop.call_soon_threadsafe(fn, *args)
+
+    def _deliver(self, conn: Connection, method: str, *args: Any) -> None:
+        ws = self.sockets.get(conn)
+        if ws is not None:
+            self._to_loop(getattr(ws, method), *args)
+
+    def _on_handshake(self, conn: Connection) -> None:
+        self.pending_requests[conn] = Request(conn.path, conn.query, _known_headers(conn))
+
+    def _on_open(self, proto: _AsyncProtocol, conn: Connection) -> None:
+        ws = WebSocket(self, conn, self.max_queue, self.write_limit)
+        ws.request = self.pending_requests.pop(conn, None)
+        if proto._server:
+            asked = ws.request.headers.get("sec-websocket-protocol") if ws.request else None
+            ws.subprotocol = proto.name if asked else None
+        else:
+            ws.subprotocol = self.client_subprotocol
+        self.sockets[conn] = ws
+        def drained() -> None:  # lws thread: wake a send() only if one waits
+            if ws._drained is not None:
+                self._to_loop(ws._on_drain)
+
+        conn._drain_cb = drained
+        if self.on_open is not None:
+            self._to_loop(self.on_open, ws)
+
+    def _on_message(self, conn: Connection, message: Message) -> None:
+        ws = self.sockets.get(conn)
+        if ws is None:
+            return
+        with ws._lock:
+            ws._messages.append(message)
+            if len(ws._messages) > ws._max_queue and not ws._paused:
+                ws._paused = True
+                conn.pause_reading()  # on the lws thread: takes effect at once
+        self._to_loop(ws._on_message, message)
+
+    def _on_close(self, conn: Connection) -> None:
+        self.pending_requests.pop(conn, None)
+        ws = self.sockets.pop(conn, None)
+        if ws is None:
+            return
+        conn._drain_cb = None
+        code = conn.close_code
+        if code is None and conn._closing:
+            code = 1000  # we closed and the peer answered
+        self._to_loop(ws._on_closed, code if code is not None else 1006, conn.close_reason)
+
+    def _on_connect_error(self, conn: Connection, message: str) -> None:
+        if self.on_error is not None:
+            self._to_loop(self.on_error, conn, message)
+
+
+def _known_headers(conn: Connection) -> dict[str, str]:
+    from ._headers import read_headers
+
+    return read_headers(conn._wsi)
+
+
+class Server:
+    """A running :func:`serve`. ``async with`` it, or ``await server.close()``."""
+
+    def __init__(self, runner: _Runner, handler: Handler) -> None:
+        self._runner = runner
+        self._handler = handler
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closing = False
+        self._closed = runner.loop.create_future()
+
+    @property
+    def mode(self) -> str:
+        """``"native"`` (lws on the loop) or ``"thread"`` (lws on a service thread)."""
+        return self._runner.mode
+
+    @property
+    def port(self) -> int:
+        assert self._runner.ctx is not None
+        return self._runner.ctx.port
+
+    @property
+    def context(self) -> Context:
+        assert self._runner.ctx is not None
+        return self._runner.ctx
+
+    @property
+    def connections(self) -> list[WebSocket]:
+        return list(self._runner.sockets.values())
+
+    def _on_open(self, ws: WebSocket) -> None:
+        task = self._runner.loop.create_task(self._run_handler(ws))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run_handler(self, ws: WebSocket) -> None:
+        try:
+            await self._handler(ws)
+        except ConnectionClosed:
+            pass
+        except asyncio.CancelledError:
+            await ws.close(1001, "going away")
+            raise
+        except Exception as exc:
+            logger.error("exception in the connection handler for %r", ws, exc_info=exc)
+            await ws.close(1011, "internal error")
+            return
+        await ws.close()
+
+    async def close(self) -> None:
+        """Close every connection with 1001, stop lws, wait for the handlers."""
+        if self._closing:
+            await asyncio.shield(self._closed)
+            return
+        self._closing = True
+        try:
+            await self._runner.stop()
+            for task in list(self._tasks):
+                task.cancel()
+            if self._tasks:
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+        finally:
+            if not self._closed.done():
+                self._closed.set_result(None)
+
+    async def wait_closed(self) -> None:
+        await asyncio.shield(self._closed)
+
+    async def serve_forever(self) -> None:
+        """Serve until cancelled (then close)."""
+        try:
+            await asyncio.shield(self._closed)
+        finally:
+            await self.close()
+
+    async def __aenter__(self) -> Server:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+class serve:
+    """Serve WebSockets (and, optionally, HTTP) on the native stack.
+
+    ``handler(ws)`` runs for each connection; when it returns the connection
+    closes with 1000 (1011 if it raised). ``subprotocols``: names to accept
+    (a client asking for none gets the first). Pass-through options: ``tls``
+    (:class:`lws.ServerTLS`), ``compression`` (``"deflate"`` or ``None``),
+    ``mounts``, ``origins``, ``http`` (an extra :class:`lws.Protocol` with
+    ``on_request`` for plain HTTP on the same port, it becomes protocols[0]).
+    Limits: ``max_size`` (default 1 MiB; larger messages close with 1009),
+    ``max_queue`` (received messages waiting for ``recv``), ``write_limit``
+    (bytes queued before ``send`` waits). ``session``: a
+    :class:`lws.Struct` for each connection's typed session data.
+    ``mode``: ``"auto"``, ``"native"`` or ``"thread"``.
+    """
+
+    def __init__(self, handler: Handler, host: str | None = "127.0.0.1", port: int = 0, *,
+                 subprotocols: Iterable[str] | None = None, tls: ServerTLS | None = None,
+                 compression: str | None = None, mounts: Iterable[Mount] = (),
+                 origins: Iterable[str] | None = None, http: Protocol | None = None,
+                 max_size: int = 1 << 20, max_queue: int = 16, write_limit: int = 1 << 20,
+                 close_timeout: float = 10.0, session: type[Struct] | None = None,
+                 mode: str = "auto") -> None:
+        if compression not in (None, "deflate"):
+            raise ValueError("compression must be 'deflate' or None")
+        if max_queue < 1 or write_limit < 1 or max_size < 1:
+            raise ValueError("max_size, max_queue and write_limit must be positive")
+        self._handler = handler
+        self._options: dict[str, Any] = dict(host=host, port=port, tls=tls, mounts=list(mounts),
+                             permessage_deflate=compression == "deflate",
+                             allowed_origins=origins)
+        self._subprotocols = list(subprotocols or [])
+        self._http = http
+        self._limits = _Limits(max_size, max_queue, write_limit, close_timeout, session)
+        self._mode = mode
+        self._server: Server | None = None
+
+    async def _start(self) -> Server:
+        runner = _Runner(asyncio.get_running_loop(), self._mode, self._limits)
+        server = Server(runner, self._handler)
+        runner.on_open = server._on_open
+        names = self._subprotocols or ["lws-asyncio"]
+        protocols: list[Protocol] = [runner.make_protocol(n, True) for n in names]
+        options: dict[str, Any] = dict(self._options)
+        if self._http is not None:
+            # WebSocket clients asking for no subprotocol get protocols[0], so
+            # plain HTTP reaches the http protocol through a mount instead.
+            protocols.append(self._http)
+            options["mounts"] = [*options["mounts"], Mount("/", protocol=self._http.name)]
+        runner.start(protocols, **options)
+        self._server = server
+        return server
+
+    def __await__(self) -> Generator[Any, None, Server]:
+        return self._start().__await__()
+
+    async def __aenter__(self) -> Server:
+        return await self._start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._server is not None:
+            await self._server.close()
+
+
+class connect:
+    """Open a client connection: ``ws = await connect(uri)`` or ``async with connect(uri)``.
+
+    ``subprotocols``: names to ask for (first one; lws asks for a single
+    protocol). ``additional_headers``, ``origin``, ``tls``
+    (:class:`lws.ClientTLS`), ``compression`` (``"deflate"``), ``max_size``,
+    ``max_queue``, ``write_limit``, ``open_timeout``, ``session`` as for
+    :func:`serve`. Raises :class:`lws.ConnectError` when the connection
+    cannot be made. Each connection runs its own lws context (closed with it).
+    """
+
+    def __init__(self, uri: str, *, subprotocols: Iterable[str] | None = None,
+                 additional_headers: Mapping[str, str] | None = None,
+                 origin: str | None = None, tls: ClientTLS | None = None,
+                 compression: str | None = None, max_size: int = 1 << 20,
+                 max_queue: int = 16, write_limit: int = 1 << 20, open_timeout: float = 10.0,
+                 close_timeout: float = 10.0, session: type[Struct] | None = None,
+                 mode: str = "auto") -> None:
+        parts = urllib.parse.urlsplit(uri)
+        if parts.scheme not in ("ws", "wss"):
+            raise ValueError(f"not a ws:// or wss:// URI: {uri!r}")
+        if compression not in (None, "deflate"):
+            raise ValueError("compression must be 'deflate' or None")
+        self._uri = uri
+        self._subprotocols = list(subprotocols or [])
+        self._headers = dict(additional_headers or {})
+        self._origin = origin
+        self._ctx_options = dict(client_tls=tls, permessage_deflate=compression == "deflate")
+        self._limits = _Limits(max_size, max_queue, write_limit, close_timeout, session)
+        self._open_timeout = open_timeout
+        self._mode = mode
+        self._ws: WebSocket | None = None
+
+    async def _open(self) -> WebSocket:
+        loop = asyncio.get_running_loop()
+        runner = _Runner(loop, self._mode, self._limits)
+        name = self._subprotocols[0] if self._subprotocols else "lws-asyncio"
+        proto = runner.make_protocol(name, False)
+        opened: asyncio.Future[WebSocket] = loop.create_future()
+
+        def on_open(ws: WebSocket) -> None:
+            if not opened.done():
+                opened.set_result(ws)
+
+        def on_error(conn: Connection, message: str) -> None:
+            if not opened.done():
+                opened.set_exception(ConnectError(f"connecting to {self._uri}: {message}"))
+
+        runner.on_open = on_open
+        runner.on_error = on_error
+        runner.owned_by_socket = True
+        runner.client_subprotocol = name if self._subprotocols else None
+        ctx = runner.start([proto], **self._ctx_options)
+        connect_kw: dict[str, Any] = dict(subprotocol=name if self._subprotocols else None,
+                          headers=self._headers or None, origin=self._origin)
+        try:
+            if runner.mode == "native":
+                ctx.connect(self._uri, proto, **connect_kw)
+            else:
+                started: asyncio.Future[None] = loop.create_future()
+
+                def start() -> None:
+                    try:
+                        ctx.connect(self._uri, proto, **connect_kw)
+                    except BaseException as exc:
+                        loop.call_soon_threadsafe(_settle, started, exc)
+                    else:
+                        loop.call_soon_threadsafe(_settle, started, None)
+
+                ctx.call_soon_threadsafe(start)
+                await started
+            ws = await asyncio.wait_for(opened, self._open_timeout)
+        except BaseException:
+            await runner.stop()
+            raise
+        self._ws = ws
+        return ws
+
+    def __await__(self) -> Generator[Any, None, WebSocket]:
+        return self._open().__await__()
+
+    async def __aenter__(self) -> WebSocket:
+        return await self._open()
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._ws is not None:
+            await self._ws.close()
+
+
+def _settle(fut: asyncio.Future[None], exc: BaseException | None) -> None:
+    if fut.done():
+        return
+    if exc is None:
+        fut.set_result(None)
+    else:
+        fut.set_exception(exc)

@@ -1,0 +1,299 @@
+"""lws.asyncio: serve()/connect() on the native stack, in every mode the build offers,
+on asyncio's default loop and on uvloop."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+import uvloop
+import websockets
+from websockets.asyncio.client import connect as ws_connect
+from websockets.asyncio.server import serve as ws_serve
+
+import lws
+import lws.asyncio as la
+from lws import c
+
+MODES = ["native", "thread"] if lws.features["external_poll"] else ["thread"]
+LOOPS = {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
+
+
+@pytest.fixture(params=MODES)
+def mode(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(params=list(LOOPS))
+def run(request: pytest.FixtureRequest) -> Callable[[Coroutine[Any, Any, Any]], Any]:
+    """Run a coroutine on a fresh loop of the given kind, bounded in time."""
+
+    def runner(coro: Coroutine[Any, Any, Any]) -> Any:
+        loop = LOOPS[request.param]()
+        try:
+            return loop.run_until_complete(asyncio.wait_for(coro, 60))
+        finally:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    return runner
+
+
+async def echo(ws: la.WebSocket) -> None:
+    async for message in ws:
+        await ws.send(message)
+
+
+def test_auto_mode_follows_the_build() -> None:
+    assert la._pick_mode("auto") == ("native" if lws.features["external_poll"] else "thread")
+    if not lws.features["external_poll"]:
+        with pytest.raises(lws.FeatureUnavailable, match="LWS_WITH_EXTERNAL_POLL"):
+            la._pick_mode("native")
+    with pytest.raises(ValueError):
+        la._pick_mode("fast")
+
+
+def test_echo_round_trips(mode: str, run: Any) -> None:
+    async def main() -> list[Any]:
+        got: list[Any] = []
+        async with la.serve(echo, "127.0.0.1", 0, mode=mode, max_size=4 << 20) as server:
+            assert server.mode == mode
+            async with la.connect(f"ws://127.0.0.1:{server.port}/", mode=mode,
+                                  max_size=4 << 20) as ws:
+                assert ws.mode == mode
+                for message in ["text", b"bin", "", b"", "é" * 1000, b"x" * (2 << 20)]:
+                    await ws.send(message)
+                    got.append(await ws.recv())
+                await ws.send(["frag", "ments"])
+                got.append(await ws.recv())
+        return got
+
+    assert run(main()) == ["text", b"bin", "", b"", "é" * 1000, b"x" * (2 << 20), "fragments"]
+
+
+def test_websockets_client_and_server_interop(mode: str, run: Any) -> None:
+    async def main() -> tuple[list[Any], list[Any]]:
+        async with la.serve(echo, "127.0.0.1", 0, mode=mode) as server:
+            async with ws_connect(f"ws://127.0.0.1:{server.port}/") as client:
+                for m in ("a", b"b"):
+                    await client.send(m)
+                first = [await client.recv(), await client.recv()]
+
+        async def ws_echo(conn: Any) -> None:
+            async for m in conn:
+                await conn.send(m)
+
+        async with ws_serve(ws_echo, "127.0.0.1", 0) as ws_server:
+            port = ws_server.sockets[0].getsockname()[1]
+            async with la.connect(f"ws://127.0.0.1:{port}/", mode=mode) as ws:
+                await ws.send("c")
+                await ws.send(b"d")
+                second = [await ws.recv(), await ws.recv()]
+        return first, second
+
+    assert run(main()) == (["a", b"b"], ["c", b"d"])
+
+
+def test_close_codes_ok_and_error(mode: str, run: Any) -> None:
+    async def handler(ws: la.WebSocket) -> None:
+        message = await ws.recv()
+        if message == "fail":
+            raise RuntimeError("handler failed")
+        if message == "custom":
+            await ws.close(4001, "custom reason")
+        # returning closes with 1000
+
+    async def main() -> list[Any]:
+        out: list[Any] = []
+        async with la.serve(handler, "127.0.0.1", 0, mode=mode) as server:
+            url = f"ws://127.0.0.1:{server.port}/"
+            for what in ("done", "fail", "custom"):
+                async with la.connect(url, mode=mode) as ws:
+                    await ws.send(what)
+                    with pytest.raises(lws.ConnectionClosed) as info:
+                        await ws.recv()
+                    out.append((type(info.value).__name__, info.value.code,
+                                info.value.reason))
+        return out
+
+    assert run(main()) == [("ConnectionClosedOK", 1000, ""),
+                           ("ConnectionClosedError", 1011, "internal error"),
+                           ("ConnectionClosedError", 4001, "custom reason")]
+
+
+def test_async_for_ends_cleanly_and_max_size_closes_1009(mode: str, run: Any) -> None:
+    async def main() -> tuple[list[Any], int | None]:
+        got: list[Any] = []
+        async with la.serve(echo, "127.0.0.1", 0, mode=mode, max_size=1000) as server:
+            async with la.connect(f"ws://127.0.0.1:{server.port}/", mode=mode) as ws:
+                await ws.send("one")
+                got.append(await ws.recv())
+                await ws.send(b"x" * 1001)
+                with pytest.raises(lws.ConnectionClosedError) as info:
+                    await ws.recv()
+        return got, info.value.code
+
+    assert run(main()) == (["one"], 1009)
+
+
+def test_send_waits_while_the_peer_does_not_read(mode: str, run: Any) -> None:
+    """write_limit bounds what send() queues; it resumes when the peer reads."""
+
+    async def main() -> tuple[bool, int]:
+        release = asyncio.Event()
+        sent = 0
+        blocked = False
+
+        async def slow_reader(conn: Any) -> None:
+            await release.wait()
+            async for _ in conn:
+                pass
+
+        async with ws_serve(slow_reader, "127.0.0.1", 0, max_size=None) as ws_server:
+            port = ws_server.sockets[0].getsockname()[1]
+            async with la.connect(f"ws://127.0.0.1:{port}/", mode=mode,
+                                  write_limit=256 * 1024) as ws:
+                chunk = b"z" * 65536
+                for _ in range(400):  # 25 MiB: far beyond socket buffers
+                    try:
+                        await asyncio.wait_for(ws.send(chunk), 0.5)
+                    except asyncio.TimeoutError:
+                        blocked = True
+                        break
+                    sent += 1
+                assert ws.connection.queued_bytes <= 256 * 1024 + 65536
+                release.set()
+                if blocked:
+                    await asyncio.wait_for(ws.send(chunk), 20)  # drains once read
+        return blocked, sent
+
+    blocked, sent = run(main())
+    assert blocked and sent < 400
+
+
+def test_slow_consumer_pauses_lws_reads(mode: str, run: Any) -> None:
+    async def main() -> tuple[int, int]:
+        peak = 0
+        holder: dict[str, la.WebSocket] = {}
+        got_all = asyncio.Event()
+
+        async def lazy(ws: la.WebSocket) -> None:
+            holder["ws"] = ws
+            await got_all.wait()
+            n = 0
+            async for _ in ws:
+                n += 1
+                if n == 200:
+                    await ws.send(str(n))
+
+        async with la.serve(lazy, "127.0.0.1", 0, mode=mode, max_queue=8) as server:
+            async with ws_connect(f"ws://127.0.0.1:{server.port}/") as client:
+                for i in range(200):
+                    await client.send(f"m{i}")
+                for _ in range(20):
+                    await asyncio.sleep(0.02)
+                    if "ws" in holder:
+                        peak = max(peak, len(holder["ws"]._messages))
+                got_all.set()
+                reply = await asyncio.wait_for(client.recv(), 20)
+        return peak, int(reply)
+
+    peak, reply = run(main())
+    assert reply == 200
+    assert peak <= 8 + 4, f"{peak} messages waited: lws did not pause reading"
+
+
+def test_ping_request_headers_subprotocol_and_session(mode: str, run: Any) -> None:
+    class Pss(lws.Struct):
+        hits: c.uint32_t
+
+    async def handler(ws: la.WebSocket) -> None:
+        ws.session.hits += 1
+        assert ws.request is not None
+        await ws.send(f"{ws.subprotocol} {ws.request.path} {ws.request.query} "
+                      f"{ws.request.headers.get('origin')} hits={ws.session.hits}")
+        pong = await ws.ping(b"p1")
+        await asyncio.wait_for(pong, 5)
+        await ws.send("ponged")
+
+    async def main() -> list[Any]:
+        async with la.serve(handler, "127.0.0.1", 0, mode=mode, subprotocols=["chat", "v2"],
+                            session=Pss) as server:
+            async with la.connect(f"ws://127.0.0.1:{server.port}/room?x=1", mode=mode,
+                                  subprotocols=["v2"], origin="http://o.example") as ws:
+                assert ws.subprotocol == "v2"
+                return [await ws.recv(), await ws.recv()]
+
+    first, second = run(main())
+    assert first == "v2 /room {'x': '1'} http://o.example hits=1"
+    assert second == "ponged"
+
+
+def test_shutdown_leaves_nothing_behind(mode: str, run: Any) -> None:
+    before = threading.active_count()
+
+    async def forever(ws: la.WebSocket) -> None:
+        await asyncio.sleep(3600)
+
+    async def main() -> list[Any]:
+        codes: list[Any] = []
+        server = await la.serve(forever, "127.0.0.1", 0, mode=mode)
+        clients = [await ws_connect(f"ws://127.0.0.1:{server.port}/") for _ in range(3)]
+        await asyncio.sleep(0.1)
+        await server.close()  # cancels handlers, closes with 1001
+        for client in clients:
+            try:
+                await asyncio.wait_for(client.recv(), 5)
+            except websockets.ConnectionClosed as exc:
+                codes.append(exc.rcvd.code if exc.rcvd else None)
+        assert server.context.closed
+        return codes
+
+    assert run(main()) == [1001, 1001, 1001]
+    assert threading.active_count() <= before
+
+
+def test_connect_errors(mode: str, run: Any, free_port: int) -> None:
+    async def main() -> None:
+        with pytest.raises(lws.ConnectError):
+            await la.connect(f"ws://127.0.0.1:{free_port}/", mode=mode, open_timeout=10)
+
+    run(main())
+    with pytest.raises(ValueError):
+        la.connect("http://x/")
+
+
+def test_tls_compression_and_http_on_the_same_port(mode: str, run: Any,
+                                                   tmp_path: Path) -> None:
+    ca = trustme.CA()
+    cert = ca.issue_cert("localhost")
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "c.pem"))
+    cert.private_key_pem.write_to_path(str(tmp_path / "k.pem"))
+
+    class Page(lws.Protocol):
+        name = "page"
+
+        def on_request(self, conn: lws.Connection, req: lws.Request) -> lws.Response:
+            return lws.Response(200, "plain http too")
+
+    async def main() -> tuple[Any, bytes]:
+        async with la.serve(echo, "127.0.0.1", 0, mode=mode, compression="deflate",
+                            tls=lws.ServerTLS(tmp_path / "c.pem", tmp_path / "k.pem"),
+                            http=Page()) as server:
+            async with la.connect(f"wss://localhost:{server.port}/", mode=mode,
+                                  compression="deflate",
+                                  tls=lws.ClientTLS(ca=tmp_path / "ca.pem")) as ws:
+                await ws.send("secure " * 1000)
+                echoed = await ws.recv()
+            result = await asyncio.get_running_loop().run_in_executor(
+                None, lambda: lws.fetch(f"https://localhost:{server.port}/page",
+                                        tls=lws.ClientTLS(ca=tmp_path / "ca.pem")))
+        return echoed, result.body
+
+    assert run(main()) == ("secure " * 1000, b"plain http too")

@@ -245,8 +245,10 @@ def _start(conn: Connection, txn: _Transaction, response: Response) -> int:
             else bytes(response.body)
         length = len(body)
         pieces = iter([body[i:i + _CHUNK] for i in range(0, len(body), _CHUNK)] or [b""])
-    if txn.request.method == "HEAD":
-        pieces = iter([b""])
+    # No body to write (HEAD, or an empty one): the transaction ends with the
+    # headers, as lws' own file server does; a zero-length FINAL write after a
+    # content-length confuses lws 4.3's keep-alive state.
+    no_body = txn.request.method == "HEAD" or (response.stream is None and length == 0)
     room = _HEADER_ROOM + sum(len(k) + len(v) + 8 for k, v in response.headers.items())
     buf = ffi.new("unsigned char[]", lib.LWS_PRE + room)
     start = buf + lib.LWS_PRE
@@ -263,6 +265,9 @@ def _start(conn: Connection, txn: _Transaction, response: Response) -> int:
             return -1
     if lib.lws_finalize_write_http_header(wsi, start, pp, end):
         return -1
+    if no_body:
+        txn.done = True
+        return -1 if lib.lws_http_transaction_completed(wsi) else 0
     txn.pieces = pieces
     lib.lws_callback_on_writable(wsi)
     return 0

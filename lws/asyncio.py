@@ -93,6 +93,8 @@ class _Limits:
     write_limit: int
     close_timeout: float
     session: type[Struct] | None
+    ping_interval: float | None = 20.0
+    ping_timeout: float | None = 20.0
 
 
 class Request:
@@ -135,6 +137,7 @@ class WebSocket:
         self.close_code: int | None = None
         self.close_reason = ""
         self._lock = threading.Lock()  # guards _messages/_paused between lws and loop threads
+        self._keepalive: asyncio.Task[None] | None = None
 
     # -- properties -----------------------------------------------------------
 
@@ -171,7 +174,35 @@ class WebSocket:
             if not fut.done():
                 fut.set_result(self._loop.time())
 
+    def _start_keepalive(self) -> None:
+        if self._runner.ping_interval is not None:
+            self._keepalive = self._loop.create_task(self._keepalive_loop())
+
+    async def _keepalive_loop(self) -> None:
+        """Ping every ``ping_interval``; no pong within ``ping_timeout`` closes with 1011."""
+        interval = self._runner.ping_interval
+        timeout = self._runner.ping_timeout
+        assert interval is not None
+        n = 0
+        while not self._closed.done():
+            await asyncio.sleep(interval)
+            n += 1
+            try:
+                pong = await self.ping(b"keepalive %d" % n)
+                if timeout is not None:
+                    await asyncio.wait_for(pong, timeout)
+            except asyncio.TimeoutError:
+                logger.info("%r: no pong within %ss: closing", self, timeout)
+                with contextlib.suppress(ConnectionClosed):
+                    self.connection.close(1011, "keepalive ping timeout")
+                return
+            except (ConnectionClosed, LwsError):
+                return
+
     def _on_closed(self, code: int | None, reason: str) -> None:
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+            self._keepalive = None
         if self._closed.done():
             return
         self.close_code = code
@@ -345,6 +376,8 @@ class _Runner:
         self.max_queue = limits.max_queue
         self.write_limit = limits.write_limit
         self.close_timeout = limits.close_timeout
+        self.ping_interval = limits.ping_interval
+        self.ping_timeout = limits.ping_timeout
         self.ctx: Context | None = None
         self.sockets: dict[Connection, WebSocket] = {}
         self.pending_requests: dict[Connection, Request] = {}
@@ -509,6 +542,7 @@ class _Runner:
                 self._to_loop(ws._on_drain)
 
         conn._drain_cb = drained
+        self._to_loop(ws._start_keepalive)
         if self.on_open is not None:
             self._to_loop(self.on_open, ws)
 
@@ -639,6 +673,8 @@ class serve:
     ``max_queue`` (received messages waiting for ``recv``), ``write_limit``
     (bytes queued before ``send`` waits). ``session``: a
     :class:`lws.Struct` for each connection's typed session data.
+    ``ping_interval``/``ping_timeout``: keepalive pings (``None`` turns
+    them off); no pong in time closes the connection with 1011.
     ``mode``: ``"auto"``, ``"native"`` or ``"thread"``.
     """
 
@@ -648,6 +684,7 @@ class serve:
                  origins: Iterable[str] | None = None, http: Protocol | None = None,
                  max_size: int = 1 << 20, max_queue: int = 16, write_limit: int = 1 << 20,
                  close_timeout: float = 10.0, session: type[Struct] | None = None,
+                 ping_interval: float | None = 20.0, ping_timeout: float | None = 20.0,
                  mode: str = "auto") -> None:
         if compression not in (None, "deflate"):
             raise ValueError("compression must be 'deflate' or None")
@@ -659,7 +696,8 @@ class serve:
                              allowed_origins=origins)
         self._subprotocols = list(subprotocols or [])
         self._http = http
-        self._limits = _Limits(max_size, max_queue, write_limit, close_timeout, session)
+        self._limits = _Limits(max_size, max_queue, write_limit, close_timeout, session,
+                               ping_interval, ping_timeout)
         self._mode = mode
         self._server: Server | None = None
 
@@ -707,6 +745,7 @@ class connect:
                  compression: str | None = None, max_size: int = 1 << 20,
                  max_queue: int = 16, write_limit: int = 1 << 20, open_timeout: float = 10.0,
                  close_timeout: float = 10.0, session: type[Struct] | None = None,
+                 ping_interval: float | None = 20.0, ping_timeout: float | None = 20.0,
                  mode: str = "auto") -> None:
         parts = urllib.parse.urlsplit(uri)
         if parts.scheme not in ("ws", "wss"):
@@ -718,7 +757,8 @@ class connect:
         self._headers = dict(additional_headers or {})
         self._origin = origin
         self._ctx_options = dict(client_tls=tls, permessage_deflate=compression == "deflate")
-        self._limits = _Limits(max_size, max_queue, write_limit, close_timeout, session)
+        self._limits = _Limits(max_size, max_queue, write_limit, close_timeout, session,
+                               ping_interval, ping_timeout)
         self._open_timeout = open_timeout
         self._mode = mode
         self._ws: WebSocket | None = None

@@ -297,3 +297,46 @@ def test_tls_compression_and_http_on_the_same_port(mode: str, run: Any,
         return echoed, result.body
 
     assert run(main()) == ("secure " * 1000, b"plain http too")
+
+
+def test_keepalive_pings_and_timeout(mode: str, run: Any) -> None:
+    async def main() -> tuple[int, Any]:
+        pings = 0
+
+        async def quiet(ws: la.WebSocket) -> None:
+            await ws.wait_closed()
+
+        async with la.serve(quiet, "127.0.0.1", 0, mode=mode, ping_interval=0.05,
+                            ping_timeout=1) as server:
+            async with ws_connect(f"ws://127.0.0.1:{server.port}/", ping_interval=None) as c:
+                # websockets answers pings by itself; count what arrives.
+                for _ in range(40):
+                    await asyncio.sleep(0.02)
+                pings = len([w for w in server.connections if not w.closed])
+                assert c.state.name == "OPEN"
+
+        # A peer that never answers pings: websockets' client with pongs blocked
+        # is not easy to get, so use a raw TCP peer that does the handshake only.
+        async with la.serve(quiet, "127.0.0.1", 0, mode=mode, ping_interval=0.05,
+                            ping_timeout=0.2) as server:
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                         b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                         b"Sec-WebSocket-Version: 13\r\n\r\n")
+            await writer.drain()
+            await reader.readuntil(b"\r\n\r\n")
+            data = b""
+            deadline = asyncio.get_running_loop().time() + 5
+            while b"\x88" not in data and asyncio.get_running_loop().time() < deadline:
+                chunk = await asyncio.wait_for(reader.read(4096), 5)
+                if not chunk:
+                    break
+                data += chunk
+            writer.close()
+        close_at = data.find(b"\x88")
+        code = int.from_bytes(data[close_at + 2:close_at + 4], "big") if close_at >= 0 else None
+        return pings, code
+
+    alive, code = run(main())
+    assert alive == 1, "a peer answering pings stays connected"
+    assert code == 1011, "a peer that never answers is closed with 1011"

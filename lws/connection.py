@@ -207,6 +207,11 @@ class Connection:
         return self._ctx
 
     @property
+    def established(self) -> bool:
+        """True from ``ESTABLISHED``/``CLIENT_ESTABLISHED`` until the connection closes."""
+        return self._established and not self._closed
+
+    @property
     def closed(self) -> bool:
         """True once lws reported the connection closed (or failed)."""
         return self._closed

@@ -56,7 +56,7 @@ _CLIENT_REASONS = frozenset(int(r) for r in (
 _FILTERS = frozenset(int(r) for r in (Reason.FILTER_PROTOCOL_CONNECTION,
                                       Reason.FILTER_HTTP_CONNECTION,
                                       Reason.FILTER_NETWORK_CONNECTION))
-_FILTER_NETWORK = int(Reason.FILTER_NETWORK_CONNECTION)
+_WAIT_CANCELLED = int(Reason.EVENT_WAIT_CANCELLED)
 _POLL_FD = frozenset(int(r) for r in (Reason.ADD_POLL_FD, Reason.DEL_POLL_FD,
                                       Reason.CHANGE_MODE_POLL_FD))
 _CLOSE_TIMEOUT = 2.0
@@ -278,9 +278,11 @@ class Context:
                     return 0
             if proto is None:
                 return DEFAULT
-            if reason == _FILTER_NETWORK:
-                in_ = user  # the accepted socket's fd, not a buffer
-            return self._call_handlers(proto, None, reason, in_, len_)
+            result = self._call_handlers(proto, None, reason, in_, len_)
+            if reason == _WAIT_CANCELLED:
+                # lws 4.1 crashes in lws_context_destroy() after a nonzero here.
+                return 0
+            return result
         conn = self._conns.get(wsi)
         if conn is None:
             conn = self._adopt(wsi, proto, reason)
@@ -348,7 +350,7 @@ class Context:
         except BaseException as exc:
             self._pending = exc
             self.stop()
-            return -1
+            return 0 if conn is None else -1
         finally:
             if writer is not None:
                 writer._close()
@@ -374,7 +376,9 @@ class Context:
                         exc: Exception) -> int:
         where = f"{type(proto).__name__} handling {Reason(reason).name}"
         logger.error("exception in %s for %r", where, conn, exc_info=exc)
-        if conn is None or not self.close_on_error:
+        if conn is None:
+            return 0  # vhost-wide reasons: a failure must not stop lws itself
+        if not self.close_on_error:
             return DEFAULT
         if conn._established and not conn._closing:
             return conn._close_now(1011, "server error" if not conn.is_client else "client error")
@@ -415,12 +419,14 @@ class Context:
         stops the loop and is re-raised here.
         """
         self._check_open()
-        self._stop = False
         with self._owning():
-            while not self._stop:
-                if lib.lws_service(self._ctx, 0) < 0:
-                    break
-                self._after_service()
+            try:
+                while not self._stop:
+                    if lib.lws_service(self._ctx, 0) < 0:
+                        break
+                    self._after_service()
+            finally:
+                self._stop = False  # a stop() before run() started still counts
 
     def service(self, timeout: float | None = None) -> None:
         """Run one round of lws' service loop, for a loop of your own.

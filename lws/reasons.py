@@ -140,7 +140,7 @@ class InKind(enum.Enum):
     BYTES = "bytes (a copy of in[0:len])"
     STR = "str (in[0:len] decoded as UTF-8, errors replaced)"
     CSTR = "str (in as a NUL-terminated C string), or '' when NULL"
-    FD = "int (the socket file descriptor lws passes in user)"
+    FD = "int (the accepted socket's file descriptor, passed in in)"
     HEADERS = "HeaderWriter (appends headers at lws' write pointer)"
 
 

@@ -96,3 +96,13 @@ memcheck: setup
 
 clean:
 	rm -rf $(VENV) $(VENV435) build dist *.egg-info lws/_lws.* .test-*.log
+
+# The documentation: Sphinx + myst-parser over docs/*.md, the reference from
+# the docstrings; warnings are errors. Output in build/docs/index.html. The
+# docs extras are read from pyproject.toml, so the package is not rebuilt.
+.PHONY: docs
+docs: setup
+	@$(VENV)/bin/python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["docs"]))' \
+	  | xargs $(VENV)/bin/python -m pip install -q
+	@echo "make: building the documentation (sphinx-build -W) into build/docs"
+	@$(VENV)/bin/python -m sphinx -W --keep-going -b html docs build/docs

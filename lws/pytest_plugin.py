@@ -11,13 +11,13 @@ Installed with the package, pytest loads it by itself; otherwise pass
     is stopped, its thread joined and the context closed after the test,
     whether it passed or not.
 
-``lws_client(target, protocol=None, *, path="/", subprotocol=..., **connect_options) -> lws.testing.Client``
+``lws_client(target, protocol=None, *, path="/", subprotocol=..., **options) -> Client``
     Connects a client protocol (default: a :class:`lws.testing.MessageClient`)
     to ``target``, a ``ws://`` URL or a context from ``lws_server``, from a
-    client context of its own on a background thread. The returned
-    :class:`lws.testing.Client` has ``wait_established()``, ``recv()``,
-    ``send()``, ``close()``, ``wait(condition)`` and ``wait_closed()``.
-    Closed after the test.
+    client context of its own on a background thread; ``options`` go to
+    :meth:`lws.Context.connect`. The returned :class:`lws.testing.Client`
+    has ``wait_established()``, ``recv()``, ``send()``, ``close()``,
+    ``wait(condition)`` and ``wait_closed()``. Closed after the test.
 
 ``lws_recorder -> lws.testing.Recorder``
     Records every callback of the protocols started by ``lws_server`` and
@@ -29,11 +29,13 @@ Installed with the package, pytest loads it by itself; otherwise pass
     ``WSI_DESTROY``, unbalanced ``*_BIND_PROTOCOL``/``*_DROP_PROTOCOL``, or a
     handler that used a session view after lws freed its buffer, even if the
     handler caught the :class:`lws.SessionClosed`.
+
+For type annotations: ``lws.testing.ServerFactory``, ``lws.testing.ClientFactory``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any
 
@@ -42,7 +44,7 @@ import pytest
 if TYPE_CHECKING:
     from .context import Context
     from .protocol import Protocol
-    from .testing import Client, Recorder
+    from .testing import Client, ClientFactory, Recorder, ServerFactory
 
 __all__ = ["lws_client", "lws_recorder", "lws_server"]
 
@@ -70,7 +72,7 @@ def lws_recorder() -> Iterator[Recorder]:
 
 
 @pytest.fixture
-def lws_server(request: pytest.FixtureRequest) -> Iterator[Callable[..., Context]]:
+def lws_server(request: pytest.FixtureRequest) -> Iterator[ServerFactory]:
     """Factory: ``lws_server(*protocols, **options)`` starts a served context."""
     from .testing import server
 
@@ -88,7 +90,7 @@ def lws_server(request: pytest.FixtureRequest) -> Iterator[Callable[..., Context
 
 
 @pytest.fixture
-def lws_client(request: pytest.FixtureRequest) -> Iterator[Callable[..., Client]]:
+def lws_client(request: pytest.FixtureRequest) -> Iterator[ClientFactory]:
     """Factory: ``lws_client(url_or_context, protocol=None, **options)`` connects a client."""
     from .testing import client
 

@@ -35,10 +35,12 @@ from .reasons import BIND_REASONS, DROP_REASONS, Reason
 __all__ = [
     "BackgroundLoop",
     "Client",
+    "ClientFactory",
     "Event",
     "LifecycleError",
     "MessageClient",
     "Recorder",
+    "ServerFactory",
     "UseAfterFree",
     "client",
     "pump",
@@ -86,8 +88,8 @@ class UseAfterFree:
     handler let it escape (``escaped``) or caught and swallowed it.
     """
 
-    protocol: str
-    handler: str
+    protocol: str                       # the protocol's name
+    handler: str                        # the handler's qualified name ("Chat.on_closed")
     conn_id: int | None
     message: str
     where: str                          # "file:line in function" of the access
@@ -96,8 +98,8 @@ class UseAfterFree:
 
     def __str__(self) -> str:
         how = "raised out of the handler" if self.escaped else "caught inside the handler"
-        return (f"{self.protocol}.{self.handler} (connection {self.conn_id}) used a freed "
-                f"session view at {self.where}: {self.message} [{how}]")
+        return (f"{self.handler} (protocol {self.protocol!r}, connection {self.conn_id}) used "
+                f"a freed session view at {self.where}: {self.message} [{how}]")
 
 
 class Recorder:
@@ -111,7 +113,7 @@ class Recorder:
     def __init__(self) -> None:
         self.events: list[Event] = []
         self.violations: list[UseAfterFree] = []
-        self.errors: list[tuple[str, BaseException]] = []
+        self.errors: list[tuple[str, Exception]] = []  # (handler, what escaped it)
         self.lock = threading.Lock()
         self._contexts: list[Context] = []
 
@@ -317,6 +319,8 @@ def _install_session_closed_hook() -> None:
 def _scoped(recorder: Recorder, fn: Callable[..., Any], handler: str) -> Callable[..., Any]:
     """Wrap one handler: mark the scope; note exceptions that escape it."""
 
+    handler = getattr(fn, "__qualname__", handler)
+
     @functools.wraps(fn)
     def wrapper(self: Protocol, *args: Any) -> Any:
         conn = args[0] if args and isinstance(args[0], Connection) else None
@@ -334,7 +338,7 @@ def _scoped(recorder: Recorder, fn: Callable[..., Any], handler: str) -> Callabl
             raise
         except Exception as exc:
             with recorder.lock:
-                recorder.errors.append((f"{self.name}.{handler}", exc))
+                recorder.errors.append((handler, exc))
             raise
         finally:
             stack.pop()
@@ -360,12 +364,18 @@ def recording(base: type[_P], recorder: Recorder,
     wrapped_callback = _scoped(recorder, base_callback, "callback") \
         if base_callback is not None else None
 
+    recorded = None if reasons is None else frozenset(int(r) for r in reasons)
+    # The raw callback must still receive what the base's own callback wanted.
+    wanted = None if reasons is None else \
+        frozenset(reasons) | frozenset(Reason(r) for r in base_raw)
+
     def callback(self: Protocol, conn: Connection | None, reason: Reason, session: Any,
                  value: Any) -> Any:
         result = None
         if wrapped_callback is not None and int(reason) in base_raw:
             result = wrapped_callback(self, conn, reason, session, value)
-        recorder.record(conn, reason, session, value, protocol=self.name)
+        if recorded is None or int(reason) in recorded:
+            recorder.record(conn, reason, session, value, protocol=self.name)
         return result
 
     ns: dict[str, Any] = {
@@ -373,7 +383,7 @@ def recording(base: type[_P], recorder: Recorder,
         "__module__": base.__module__,
         "__qualname__": base.__qualname__ + "Recorded",
         "callback": callback,
-        "raw_reasons": reasons,
+        "raw_reasons": wanted,
         "_lws_recorder": recorder,
     }
     for attr in dir(base):
@@ -685,3 +695,10 @@ def client(target: str | Context, protocol: Protocol | type[Protocol] | None = N
     finally:
         if not ctx.closed:
             ctx.close()
+
+
+ServerFactory = Callable[..., Context]
+"""The type of the ``lws_server`` fixture: ``lws_server(*protocols, **options) -> Context``."""
+
+ClientFactory = Callable[..., Client]
+"""The type of the ``lws_client`` fixture: ``lws_client(target, protocol=None, **options)``."""

@@ -40,7 +40,9 @@ _WRITE_BINARY = lib.LWS_WRITE_BINARY
 _WRITE_CONT = lib.LWS_WRITE_CONTINUATION
 _WRITE_NO_FIN = lib.LWS_WRITE_NO_FIN
 _WRITE_PING = lib.LWS_WRITE_PING
-_CLOSE = object()  # queue marker: close after what was queued before it
+_RX_FIRST = lib.LWSPY_RX_FIRST
+_RX_FINAL = lib.LWSPY_RX_FINAL
+_RX_BINARY = lib.LWSPY_RX_BINARY
 
 _RECEIVE = int(R.RECEIVE)
 _CLIENT_RECEIVE = int(R.CLIENT_RECEIVE)
@@ -134,17 +136,15 @@ class Connection:
         "_external",
         "_http",
         "_key",
-        "_qlock",
-        "_queue",
-        "_queued",
+        "_rx_flags",
         "_rx_binary",
         "_rx_parts",
         "_rx_size",
         "_temp_views",
         "_txbuf",
+        "_txq",
         "_view",
         "_why",
-        "_write_requested",
         "_wsi",
         "close_code",
         "close_reason",
@@ -168,11 +168,13 @@ class Connection:
         self._bracket_user: Any = None         # the bound buffer's address (cdata)
         self._temp_views: list[Struct] | None = None
         self._cb_user: Any = NULL               # `user` of the running callback
-        # (payload, lws_write flags), or (_CLOSE, (code, reason)) to close there.
-        self._queue: collections.deque[tuple[Any, Any]] = collections.deque()
-        self._queued = 0
-        self._qlock = threading.Lock()
-        self._write_requested = False
+        # The send queue lives in C (drained there, one lws_write per
+        # WRITEABLE); this object owns its memory. lws finds it through the
+        # wsi's opaque user data.
+        self._txq: Any = ffi.new("struct lwspy_txq *")
+        lib.lwspy_txq_init(self._txq)
+        self._txq.client = 1 if is_client else 0
+        self._rx_flags = 0
         self._closing = False
         self._closed = False
         self._destroyed = False
@@ -219,7 +221,7 @@ class Connection:
     @property
     def queued_bytes(self) -> int:
         """Bytes waiting in this connection's send queue."""
-        return self._queued
+        return int(self._txq.queued)
 
     # -- session data ---------------------------------------------------
 
@@ -283,16 +285,20 @@ class Connection:
     # -- the callback path (lws thread only) ------------------------------
 
     def _callback(self, proto: Protocol | None, reason: int, user: Any, in_: Any,
-                  len_: int) -> int:
+                  len_: int, rx_flags: int = 0) -> int:
         if reason in _BIND:
             if proto is not None:
                 self.protocol = proto
+                # The user's WRITEABLE handler gets a turn when the queue empties.
+                self._txq.give_turn = 1 if proto._wants_writeable else 0
+                self._txq.slice = proto.tx_fragment_size
             if self._external is None:
                 self._open_bracket(user)
             self._http = None
         self._cb_user = NULL if reason in _NOT_SESSION else user
         try:
             if reason == _RECEIVE or reason == _CLIENT_RECEIVE:
+                self._rx_flags = rx_flags
                 return self._on_receive(proto, reason, in_, len_)
             if proto is not None and proto._serves_http and reason in _HTTP_SERVER:
                 served = http_serve(self, proto, reason, in_, len_)
@@ -308,9 +314,12 @@ class Connection:
                 return self._on_writeable(proto, reason)
             if reason == _ESTABLISHED or reason == _CLIENT_ESTABLISHED:
                 self._established = True
+                # lws may have reset the wsi's opaque data since its creation
+                # (4.1 does on the ws upgrade): point it at the send queue now.
+                lib.lws_set_opaque_user_data(self._wsi, self._txq)
                 if proto is not None:
                     proto._live[self._key] = self
-                if self._queue:
+                if self._txq.count:
                     self._request_writeable()
             elif reason == _PEER_CLOSE:
                 self._note_peer_close(in_, len_)
@@ -341,15 +350,15 @@ class Connection:
             ret = self._ctx._call_handlers(proto, self, reason, in_, len_)
         if not proto._reassemble or self._closing:
             return ret
-        wsi = self._wsi
+        flags = self._rx_flags
         chunk = ffi.buffer(in_, len_)[:]
-        final = lib.lws_is_final_fragment(wsi)
+        final = flags & _RX_FINAL
         if not self._rx_parts and final:
-            binary = lib.lws_frame_is_binary(wsi)
+            binary = flags & _RX_BINARY
             message = chunk
         else:
             if not self._rx_parts:
-                self._rx_binary = bool(lib.lws_frame_is_binary(wsi))
+                self._rx_binary = bool(flags & _RX_BINARY)
             self._rx_size += len_
             if self._rx_size > proto.max_message_size:
                 return self._close_now(1009, "message too big")
@@ -373,23 +382,9 @@ class Connection:
         return r if r != DEFAULT else ret
 
     def _on_writeable(self, proto: Protocol | None, reason: int) -> int:
-        self._write_requested = False
-        if self._queue:
-            with self._qlock:
-                payload, flags = self._queue.popleft()
-                if payload is not _CLOSE:
-                    self._queued -= len(payload)
-            if payload is _CLOSE:
-                code, why = flags
-                return self._close_now(code, why)
-            if self._write(payload, flags) < 0:
-                return -1
-            if not self._queue and self._drain_cb is not None:
-                self._drain_cb()
-            if self._queue or (proto is not None and reason in proto._wanted):
-                # More to send, or the user's WRITEABLE handler gets its own turn.
-                self._request_writeable()
-            return 0
+        # Only reached with the send queue empty: C writes what is queued.
+        if self._drain_cb is not None:
+            self._drain_cb()
         return self._ctx._call_handlers(proto, self, reason, NULL, 0)
 
     def _write(self, payload: bytes, flags: int) -> int:
@@ -442,8 +437,7 @@ class Connection:
             self._ctx._client_buffers.pop(self.id, None)  # frees it
         if self.protocol is not None:
             self.protocol._live.pop(self._key, None)
-        self._queue.clear()
-        self._queued = 0
+        lib.lwspy_txq_kill(self._txq)
         self._txbuf = None
         self._ctx._forget(self)
 
@@ -505,21 +499,23 @@ class Connection:
             raise ConnectionClosed(f"{self!r} is closing", self.close_code, self.close_reason)
         n = len(payload)
         limit = self.protocol.send_queue_limit if self.protocol is not None else 0
-        with self._qlock:
-            if self._queued + n > limit and (self._queued or n > limit):
+        queued = lib.lwspy_txq_push(self._txq, payload, n, flags, limit)
+        if queued < 0:
+            if queued == -1:
                 raise SendQueueFull(
-                    f"{self!r}: {self._queued} bytes queued, {n} more would pass the "
+                    f"{self!r}: {self._txq.queued} bytes queued, {n} more would pass the "
                     f"limit of {limit} (Protocol.send_queue_limit)"
                 )
-            self._queue.append((payload, flags))
-            self._queued += n
-        if self._established and not self._write_requested:
+            if queued == -2:
+                raise ConnectionClosed(f"{self!r} is closing", self.close_code,
+                                       self.close_reason)
+            raise MemoryError(f"no memory to queue {n} bytes")
+        if self._established:
             self._request_writeable()
 
     def _request_writeable(self) -> None:
         if self._ctx._on_lws_thread():
             if not self._destroyed:
-                self._write_requested = True
                 lib.lws_callback_on_writable(self._wsi)
         else:
             self._ctx.call_soon_threadsafe(self._request_writeable)
@@ -547,26 +543,26 @@ class Connection:
         if self._closing or self._closed:
             return
         self._closing = True
-        with self._qlock:
-            self._queue.append((_CLOSE, (code, reason)))
-        self._request_writeable()
+        raw = reason.encode("utf-8")
+        if lib.lwspy_txq_close(self._txq, code, raw, len(raw)) == 0:
+            self._request_writeable()
 
     # -- the frame being received (inside on_receive / on_client_receive) ----
 
     @property
     def is_first_fragment(self) -> bool:
         """``lws_is_first_fragment()``: this chunk starts a message."""
-        return bool(lib.lws_is_first_fragment(self._wsi))
+        return bool(self._rx_flags & _RX_FIRST)
 
     @property
     def is_final_fragment(self) -> bool:
         """``lws_is_final_fragment()``: this chunk ends a message."""
-        return bool(lib.lws_is_final_fragment(self._wsi))
+        return bool(self._rx_flags & _RX_FINAL)
 
     @property
     def is_binary(self) -> bool:
         """``lws_frame_is_binary()``: the message being received is binary."""
-        return bool(lib.lws_frame_is_binary(self._wsi))
+        return bool(self._rx_flags & _RX_BINARY)
 
     @property
     def remaining_payload(self) -> int:

@@ -64,10 +64,10 @@ _CLOSE_TIMEOUT = 2.0
 
 @ffi.def_extern()  # type: ignore[untyped-decorator]
 def _lwspy_callback(ctx_handle: Any, proto_index: int, wsi: Any, reason: int, user: Any,
-                    in_: Any, len_: int) -> int:
+                    in_: Any, len_: int, rx_flags: int) -> int:
     try:
         ctx: Context = ffi.from_handle(ctx_handle)
-        return ctx._dispatch(proto_index, wsi, reason, user, in_, len_)
+        return ctx._dispatch(proto_index, wsi, reason, user, in_, len_, rx_flags)
     except BaseException as exc:
         try:
             logger.critical("lws binding: internal error in callback", exc_info=exc)
@@ -268,7 +268,8 @@ class Context:
 
     # -- callbacks (lws thread) ---------------------------------------------
 
-    def _dispatch(self, pi: int, wsi: Any, reason: int, user: Any, in_: Any, len_: int) -> int:
+    def _dispatch(self, pi: int, wsi: Any, reason: int, user: Any, in_: Any, len_: int,
+                  rx_flags: int = 0) -> int:
         proto = self._protocols[pi] if pi >= 0 else None
         if reason in _NO_CONN:
             if reason in _POLL_FD and self._poll_hook is not None:
@@ -286,23 +287,24 @@ class Context:
         conn = self._conns.get(wsi)
         if conn is None:
             conn = self._adopt(wsi, proto, reason)
-        return conn._callback(proto, reason, user, in_, len_)
+        return conn._callback(proto, reason, user, in_, len_, rx_flags)
 
     def _adopt(self, wsi: Any, proto: Protocol | None, reason: int) -> Connection:
         """First callback for a wsi: make (or find the pending client) Connection."""
         conn = None
         key = int(ffi.cast("uintptr_t", wsi))
         opaque = lib.lws_get_opaque_user_data(wsi)
-        if opaque != NULL and self._connecting is not None and \
-                int(ffi.cast("uintptr_t", opaque)) == self._connecting.id:
-            conn = self._connecting
-        elif self._connecting is not None and reason in _CLIENT_REASONS:
-            conn = self._connecting
+        connecting = self._connecting
+        if connecting is not None and (opaque == connecting._txq or
+                                       reason in _CLIENT_REASONS):
+            conn = connecting
         if conn is not None:
             conn._wsi = wsi
             conn._key = key
         else:
             conn = Connection(self, wsi, key, proto, reason in _CLIENT_REASONS)
+        # How the C trampoline finds the connection's send queue.
+        lib.lws_set_opaque_user_data(wsi, conn._txq)
         self._conns[wsi] = conn
         return conn
 
@@ -626,7 +628,7 @@ class Context:
         ci.ietf_version_or_minus_one = -1
         keep_method = ffi.new("char[]", method.encode()) if method else NULL
         ci.method = keep_method
-        ci.opaque_user_data = ffi.cast("void *", conn.id)
+        ci.opaque_user_data = conn._txq
         if session is not None:
             conn._external = self._client_session(conn, proto, session)
             ci.userdata = ffi.cast("void *", conn._external.address)

@@ -40,6 +40,7 @@ __all__ = [
 DEFAULT_MAX_MESSAGE_SIZE = 1 << 20
 DEFAULT_SEND_QUEUE_LIMIT = 4 << 20
 DEFAULT_MAX_BODY_SIZE = 1 << 20
+DEFAULT_TX_FRAGMENT_SIZE = 64 * 1024
 
 R = Reason
 # Reasons lws sends without a real connection (a vhost-wide or fake wsi):
@@ -81,6 +82,9 @@ class Protocol:
     ``send_queue_limit``
         Bytes a connection may have queued by ``send`` (default 4 MiB); past
         it ``send`` raises :class:`lws.SendQueueFull`.
+    ``tx_fragment_size``
+        Messages longer than this (default 64 KiB) go out as fragments of
+        this size, one per WRITEABLE, as lws recommends (0: never split).
     ``raw_reasons``
         With a raw ``callback``: the reasons it wants (default: all).
 
@@ -95,6 +99,7 @@ class Protocol:
     id: ClassVar[int] = 0
     max_message_size: ClassVar[int] = DEFAULT_MAX_MESSAGE_SIZE
     max_body_size: ClassVar[int] = DEFAULT_MAX_BODY_SIZE
+    tx_fragment_size: ClassVar[int] = DEFAULT_TX_FRAGMENT_SIZE
     send_queue_limit: ClassVar[int] = DEFAULT_SEND_QUEUE_LIMIT
     raw_reasons: ClassVar[frozenset[Reason] | None] = None
 
@@ -104,6 +109,7 @@ class Protocol:
     _raw_wanted: ClassVar[frozenset[int]] = frozenset()
     _reassemble: ClassVar[bool] = False
     _serves_http: ClassVar[bool] = False
+    _wants_writeable: ClassVar[bool] = False
     _streams_body: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -119,7 +125,7 @@ class Protocol:
                 f"(an annotated class or lws.session.struct('struct ... {{ }};')), got {session!r}"
             )
         for attr in ("rx_buffer_size", "tx_packet_size", "id", "max_message_size",
-                     "send_queue_limit", "max_body_size"):
+                     "send_queue_limit", "max_body_size", "tx_fragment_size"):
             value = getattr(cls, attr)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise DeclarationError(f"{cls.__name__}.{attr} must be an int >= 0, got {value!r}")
@@ -160,6 +166,8 @@ class Protocol:
         cls._handlers = handlers
         cls._wanted = frozenset(wanted)
         cls._reassemble = hasattr(cls, "on_message")
+        cls._wants_writeable = bool(
+            {int(R.SERVER_WRITEABLE), int(R.CLIENT_WRITEABLE)} & wanted)
         cls._serves_http = hasattr(cls, "on_request")
         cls._streams_body = hasattr(cls, "on_request_body")
         if cls._streams_body and not cls._serves_http:

@@ -1,6 +1,8 @@
 /* The binding's C side: as small as it can be. */
 
 #include <libwebsockets.h>
+#include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define LWSPY_NREASONS 128
@@ -10,6 +12,32 @@ struct lwspy_timer {
     void *ctx_handle;
     long long id;
 };
+
+struct lwspy_msg {
+    struct lwspy_msg *next;
+    size_t len;
+    size_t off;           /* bytes already written, for messages sent in slices */
+    int flags;
+    unsigned char data[]; /* LWS_PRE bytes of headroom, then the payload */
+};
+
+struct lwspy_txq {
+    size_t queued;
+    int count;
+    int dead;
+    int give_turn;
+    int client;
+    size_t slice;         /* larger messages go out as fragments of this size */
+    pthread_mutex_t mu;
+    struct lwspy_msg *head, *tail;
+    int close_code;
+    size_t close_len;
+    unsigned char close_reason[124];
+};
+
+#define LWSPY_RX_FIRST 1
+#define LWSPY_RX_FINAL 2
+#define LWSPY_RX_BINARY 4
 
 struct lwspy_proto {
     int index;
@@ -78,14 +106,200 @@ unsigned long long lwspy_count_in;
 unsigned long long lwspy_count_python;
 
 static int _lwspy_callback(void *ctx_handle, int proto_index, struct lws *wsi,
-                           int reason, void *user, void *in, size_t len);
+                           int reason, void *user, void *in, size_t len, int rx_flags);
 static void _lwspy_log(int level, const char *line);
 static void _lwspy_timer(void *ctx_handle, long long id);
+
+/* --- the send queue ------------------------------------------------------ */
+
+static void
+lwspy_txq_init(struct lwspy_txq *q)
+{
+    pthread_mutex_init(&q->mu, NULL);
+}
+
+/* Returns the new queued size, -1 if it would pass limit, -2 if dead. */
+static long long
+lwspy_txq_push(struct lwspy_txq *q, const unsigned char *payload, size_t len,
+               int flags, size_t limit)
+{
+    struct lwspy_msg *m = malloc(sizeof(*m) + LWS_PRE + len);
+    long long ret;
+
+    if (!m)
+        return -3;
+    m->next = NULL;
+    m->len = len;
+    m->off = 0;
+    m->flags = flags;
+    memcpy(m->data + LWS_PRE, payload, len);
+    pthread_mutex_lock(&q->mu);
+    if (q->dead || q->close_code) {
+        ret = -2;
+    } else if (q->queued + len > limit && (q->queued || len > limit)) {
+        ret = -1;
+    } else {
+        if (q->tail)
+            q->tail->next = m;
+        else
+            q->head = m;
+        q->tail = m;
+        q->queued += len;
+        q->count++;
+        m = NULL;
+        ret = (long long)q->queued;
+    }
+    pthread_mutex_unlock(&q->mu);
+    free(m);
+    return ret;
+}
+
+/* Close after what is queued; 0 if accepted, -2 if already closing or dead. */
+static int
+lwspy_txq_close(struct lwspy_txq *q, int code, const unsigned char *reason, size_t len)
+{
+    int ret = -2;
+
+    pthread_mutex_lock(&q->mu);
+    if (!q->dead && !q->close_code) {
+        q->close_code = code;
+        q->close_len = len > sizeof(q->close_reason) ? sizeof(q->close_reason) : len;
+        memcpy(q->close_reason, reason, q->close_len);
+        ret = 0;
+    }
+    pthread_mutex_unlock(&q->mu);
+    return ret;
+}
+
+static void
+lwspy_txq_kill(struct lwspy_txq *q)
+{
+    struct lwspy_msg *m, *next;
+
+    pthread_mutex_lock(&q->mu);
+    m = q->head;
+    q->head = q->tail = NULL;
+    q->queued = 0;
+    q->count = 0;
+    q->dead = 1;
+    pthread_mutex_unlock(&q->mu);
+    for (; m; m = next) {
+        next = m->next;
+        free(m);
+    }
+}
+
+/*
+ * WRITEABLE with something queued: one lws_write, as lws requires, without
+ * entering Python. Returns 1 if handled here (with *ret set for lws), 0 if
+ * the queue is empty and Python should see the reason.
+ */
+static int
+lwspy_txq_drain(struct lws *wsi, struct lwspy_txq *q, int *ret)
+{
+    struct lwspy_msg *m;
+    int more, close_code, turn;
+
+    pthread_mutex_lock(&q->mu);
+    m = q->head;
+    if (m && q->slice && m->len - m->off > q->slice &&
+        (m->flags & 0xf) != LWS_WRITE_PING && (m->flags & 0xf) != LWS_WRITE_PONG) {
+        /*
+         * A large message goes out one slice per WRITEABLE, as fragments:
+         * lws asks for that ("around 2 x mtu"), and its permessage-deflate
+         * corrupts or asserts on very large single writes.
+         */
+        int first = !m->off, opcode = first ? (m->flags & 0xf) : LWS_WRITE_CONTINUATION;
+        size_t n = q->slice;
+        int wr;
+
+        q->queued -= n;
+        pthread_mutex_unlock(&q->mu);
+        wr = lws_write(wsi, m->data + LWS_PRE + m->off, n,
+                       (enum lws_write_protocol)(opcode | LWS_WRITE_NO_FIN));
+        if (wr < 0 || (size_t)wr < n) {
+            *ret = -1;
+            return 1;
+        }
+        /* The next slice needs the LWS_PRE bytes before it: they are the
+         * tail of this slice, already written. */
+        m->off += n;
+        lws_callback_on_writable(wsi);
+        *ret = 0;
+        return 1;
+    }
+    if (m) {
+        q->head = m->next;
+        if (!q->head)
+            q->tail = NULL;
+        q->queued -= m->len - m->off;
+        q->count--;
+    }
+    more = q->head != NULL;
+    close_code = q->close_code;
+    turn = q->give_turn;
+    pthread_mutex_unlock(&q->mu);
+
+    if (m && !m->len && (m->flags == LWS_WRITE_TEXT || m->flags == LWS_WRITE_BINARY)) {
+        /*
+         * An empty message goes out as a frame built here, uncompressed
+         * (RSV1 clear, which RFC 7692 allows): with permessage-deflate, lws
+         * 4.1 asserts and 4.3 sends a corrupt frame for an empty message
+         * that follows another one.
+         */
+        unsigned char fr[LWS_PRE + 6];
+        size_t flen = 2;
+
+        fr[LWS_PRE] = (unsigned char)(0x80 | (m->flags == LWS_WRITE_TEXT ? 1 : 2));
+        fr[LWS_PRE + 1] = 0;
+        if (q->client) {
+            fr[LWS_PRE + 1] = 0x80; /* masked, with a 4-byte key and no payload */
+            lws_get_random(lws_get_context(wsi), &fr[LWS_PRE + 2], 4);
+            flen = 6;
+        }
+        free(m);
+        if (lws_write(wsi, &fr[LWS_PRE], flen, LWS_WRITE_HTTP) < (int)flen) {
+            *ret = -1;
+            return 1;
+        }
+        if (more || close_code || turn)
+            lws_callback_on_writable(wsi);
+        *ret = 0;
+        return 1;
+    }
+    if (m) {
+        int flags = m->flags;
+        size_t len = m->len - m->off;
+        int n;
+
+        if (m->off)  /* the last slice of a sliced message */
+            flags = LWS_WRITE_CONTINUATION | (m->flags & LWS_WRITE_NO_FIN);
+        n = lws_write(wsi, m->data + LWS_PRE + m->off, len, (enum lws_write_protocol)flags);
+
+        free(m);
+        if (n < 0 || (size_t)n < len) {
+            *ret = -1;
+            return 1;
+        }
+        if (more || close_code || turn)
+            lws_callback_on_writable(wsi);
+        *ret = 0;
+        return 1;
+    }
+    if (close_code) {
+        lws_close_reason(wsi, (enum lws_close_status)close_code, q->close_reason,
+                         q->close_len);
+        *ret = -1;
+        return 1;
+    }
+    return 0;
+}
 
 /*
  * Every protocol's callback. A reason enters Python only if the protocol's
  * handlers want it or the binding's bookkeeping needs it; everything else
- * gets lws' default handling without touching Python.
+ * gets lws' default handling without touching Python. Queued sends are
+ * written here, in C.
  */
 static int
 lwspy_trampoline(struct lws *wsi, enum lws_callback_reasons reason,
@@ -94,16 +308,27 @@ lwspy_trampoline(struct lws *wsi, enum lws_callback_reasons reason,
     const struct lws_protocols *p = lws_get_protocol(wsi);
     struct lwspy_proto *pp = p ? (struct lwspy_proto *)p->user : NULL;
     unsigned int r = (unsigned int)reason;
-    int n;
+    int n, rx_flags = 0;
 
     lwspy_count_in++;
+    if (pp && (reason == LWS_CALLBACK_SERVER_WRITEABLE ||
+               reason == LWS_CALLBACK_CLIENT_WRITEABLE)) {
+        struct lwspy_txq *q = (struct lwspy_txq *)lws_get_opaque_user_data(wsi);
+
+        if (q && !q->dead && lwspy_txq_drain(wsi, q, &n))
+            return n;
+    }
     if (r < LWSPY_NREASONS && (lwspy_always[r] || (pp && pp->want[r]))) {
         void *ctx_handle = lws_context_user(lws_get_context(wsi));
 
         if (ctx_handle) {
+            if (reason == LWS_CALLBACK_RECEIVE || reason == LWS_CALLBACK_CLIENT_RECEIVE)
+                rx_flags = (lws_is_first_fragment(wsi) ? LWSPY_RX_FIRST : 0) |
+                           (lws_is_final_fragment(wsi) ? LWSPY_RX_FINAL : 0) |
+                           (lws_frame_is_binary(wsi) ? LWSPY_RX_BINARY : 0);
             lwspy_count_python++;
             n = _lwspy_callback(ctx_handle, pp ? pp->index : -1, wsi,
-                                (int)reason, user, in, len);
+                                (int)reason, user, in, len, rx_flags);
             if (n != LWSPY_DEFAULT)
                 return n;
         }

@@ -30,7 +30,19 @@ extern unsigned long long lwspy_count_in;
 extern unsigned long long lwspy_count_python;
 
 extern "Python" int _lwspy_callback(void *ctx_handle, int proto_index, struct lws *wsi,
-                                    int reason, void *user, void *in, size_t len);
+                                    int reason, void *user, void *in, size_t len,
+                                    int rx_flags);
+
+/* rx_flags for RECEIVE / CLIENT_RECEIVE, so Python needs no extra calls. */
+#define LWSPY_RX_FIRST 1
+#define LWSPY_RX_FINAL 2
+#define LWSPY_RX_BINARY 4
+
+void lwspy_txq_init(struct lwspy_txq *q);
+long long lwspy_txq_push(struct lwspy_txq *q, const unsigned char *payload, size_t len,
+                         int flags, size_t limit);
+int lwspy_txq_close(struct lwspy_txq *q, int code, const unsigned char *reason, size_t len);
+void lwspy_txq_kill(struct lwspy_txq *q);
 extern "Python" void _lwspy_log(int level, const char *line);
 extern "Python" void _lwspy_timer(void *ctx_handle, long long id);
 

@@ -117,6 +117,19 @@ struct lwspy_timer {
     long long id;
 };
 
+/* A connection's send queue, drained in C one lws_write per WRITEABLE.
+ * Python owns the memory (it lives as long as the Connection object); the
+ * messages are malloc'd in C and freed when written or when killed. */
+struct lwspy_txq {
+    size_t queued;      /* payload bytes waiting */
+    int count;          /* messages waiting */
+    int dead;           /* the connection is gone: pushes fail */
+    int give_turn;      /* when emptied, one more WRITEABLE goes to Python */
+    int client;         /* frames we build ourselves must be masked */
+    size_t slice;       /* larger messages go out as fragments of this size */
+    ...;
+};
+
 /* Per protocol, pointed to by lws_protocols.user: which reasons enter Python. */
 #define LWSPY_NREASONS 128
 struct lwspy_proto {

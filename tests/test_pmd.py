@@ -1,0 +1,87 @@
+"""permessage-deflate through the binding, and lws' own limits with it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+from websockets.sync.client import connect as ws_connect
+
+import lws
+from lws.testing import serving
+
+BIG = 16 << 20
+
+
+class Echo(lws.Protocol):
+    name = "echo"
+    max_message_size = BIG
+    send_queue_limit = 3 * BIG
+
+    def on_message(self, conn: lws.Connection, message: object) -> None:
+        conn.send(message)  # type: ignore[arg-type]
+
+
+def test_messages_of_every_size_survive_compression() -> None:
+    """Empty messages after others, and large ones, which lws garbles if written whole."""
+    messages: list[str | bytes] = ["hello", "", "héllo ✓", b"\x00\x01", b"",
+                                   bytes(range(256)) * 4096, "é" * (BIG // 4), b"Z" * BIG]
+    with lws.Context([Echo()], port=0, host="127.0.0.1", permessage_deflate=True) as ctx, \
+            serving(ctx):
+        with ws_connect(f"ws://127.0.0.1:{ctx.port}/", subprotocols=["echo"],
+                        max_size=2 * BIG) as ws:
+            assert "permessage-deflate" in ws.response.headers["Sec-WebSocket-Extensions"]
+            for message in messages:
+                ws.send(message)
+                assert ws.recv(timeout=30) == message
+
+
+def test_large_messages_go_out_as_fragments() -> None:
+    class Frames(Echo):
+        tx_fragment_size = 1000
+
+    with lws.Context([Frames()], port=0, host="127.0.0.1") as ctx, serving(ctx):
+        with ws_connect(f"ws://127.0.0.1:{ctx.port}/", subprotocols=["echo"]) as ws:
+            ws.send(b"q" * 4500)
+            frames = list(ws.recv_streaming())
+    assert [len(f) for f in frames] == [1000, 1000, 1000, 1000, 500]
+
+
+RX_BUG = textwrap.dedent("""
+    import sys, time
+    import lws
+    from lws.testing import serving
+    from websockets.sync.client import connect
+
+    class Echo(lws.Protocol):
+        name = "echo"
+        max_message_size = 1 << 24
+        def on_message(self, conn, m):
+            conn.send(m)
+
+    with lws.Context([Echo()], port=0, host="127.0.0.1", permessage_deflate=True) as ctx, \\
+            serving(ctx):
+        with connect(f"ws://127.0.0.1:{ctx.port}/", subprotocols=["echo"]) as ws:
+            ws.send("é" * 1_000_000)
+            try:
+                print("echoed", len(ws.recv(timeout=8)), flush=True)
+            except TimeoutError:
+                print("stalled", flush=True)
+""")
+
+
+def test_lws_inflate_bug_is_what_lws_does() -> None:
+    """A 2,000,000-byte text of "é", compressed by the peer, trips lws' own inflate:
+    lws 4.1.6 aborts the process (assertion in extension-permessage-deflate.c),
+    4.3.5 stalls that connection. Re-observed here so a fixed lws shows up;
+    docs/http.md warns about it."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run([sys.executable, "-c", RX_BUG], capture_output=True, text=True,
+                          timeout=60, env=env)
+    if lws.version_tuple()[:2] == (4, 1):
+        assert proc.returncode == -6, (proc.returncode, proc.stdout, proc.stderr[-500:])
+        assert "extension-permessage-deflate.c" in proc.stderr
+    else:
+        assert proc.returncode == 0 and "stalled" in proc.stdout, (proc.stdout, proc.stderr)

@@ -8,9 +8,7 @@ a callback outside such a bracket lives until that callback returns.
 
 from __future__ import annotations
 
-import collections
 import logging
-import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -136,8 +134,8 @@ class Connection:
         "_external",
         "_http",
         "_key",
-        "_rx_flags",
         "_rx_binary",
+        "_rx_flags",
         "_rx_parts",
         "_rx_size",
         "_temp_views",

@@ -8,6 +8,7 @@ VENV := .venv
 VENV435 := .venv-lws435
 LWS435 := $(CURDIR)/vendor/prefix/lws-4.3.5
 DEBS := libwebsockets-dev libwebsockets-test-server pkg-config gcc make cmake \
+        chromium chromium-driver \
         libssl-dev zlib1g-dev curl
 PYTEST_ARGS ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -106,3 +107,62 @@ docs: setup
 	  | xargs $(VENV)/bin/python -m pip install -q
 	@echo "make: building the documentation (sphinx-build -W) into build/docs"
 	@$(VENV)/bin/python -m sphinx -W --keep-going -b html docs build/docs
+
+# -- benchmarks (bench/, see bench/README.md) ----------------------------------
+# `make bench`: every server (C lws, the binding on 4.1.6 and 4.3.5, picows,
+# websockets, aiohttp) against bench/loadclient.c; writes bench/results/.
+# About 30 minutes; BENCH_ARGS=--quick for a few. `make bench-guard`: the
+# short CI check (binding / C lws floor ratio), exit 1 below the floor.
+BENCH_PKGS := picows websockets aiohttp uvloop matplotlib
+BENCH_ARGS ?=
+
+$(VENV)/.bench-installed: $(VENV)/.installed
+	@echo "make: installing the benchmark peers into $(VENV): $(BENCH_PKGS)"
+	@$(VENV)/bin/python -m pip install -q $(BENCH_PKGS)
+	@touch $@
+
+$(VENV435)/.bench-installed: $(VENV435)/.installed
+	@$(VENV435)/bin/python -m pip install -q uvloop
+	@touch $@
+
+.PHONY: bench bench-guard
+bench: $(VENV)/.bench-installed $(VENV435)/.bench-installed
+	@$(VENV)/bin/python bench/run.py --python435 $(VENV435)/bin/python \
+	  --prefix435 $(LWS435) $(BENCH_ARGS)
+
+bench-guard: $(VENV)/.bench-installed
+	@$(VENV)/bin/python bench/guard.py
+
+# -- the chat demo (python -m lws demo) in a real browser ---------------------
+# `make test-browser`: the demo's protocol tests (websockets clients) and the
+# headless Chromium test (two tabs chat; screenshots in artifacts/).
+.PHONY: test-browser
+test-browser: setup
+	@echo "make: the chat demo under websockets clients and headless Chromium"
+	@$(VENV)/bin/python -m pytest -q -p no:cacheprovider tests/test_demo.py tests/test_browser.py
+
+# -- conformance and interop (conformance/, see docs/conformance.md) ----------
+# `make conformance`: the whole Autobahn TestSuite (kosoku) against the
+# binding and the C baseline (conformance/echo.c), server and client modes,
+# compression sections with permessage-deflate, on lws 4.1.6 then 4.3.5;
+# rewrites docs/conformance.md, HTML reports in artifacts/conformance/.
+# Long (about an hour, mostly compression); CONFORMANCE_ARGS narrows it, e.g.
+# CONFORMANCE_ARGS="--cases '1.*' --cases '9.*'".
+CONFORMANCE_ARGS ?=
+
+.PHONY: conformance memcheck-interop
+conformance: setup setup-435
+	@echo "make: Autobahn cases against the binding and C lws $$(pkg-config --modversion libwebsockets)"
+	@$(VENV)/bin/python conformance/run.py $(CONFORMANCE_ARGS)
+	@echo "make: Autobahn cases against the binding and C lws 4.3.5"
+	@LWS_PREFIX=$(LWS435) $(VENV435)/bin/python conformance/run.py $(CONFORMANCE_ARGS)
+
+# The interop tests (lws' C test apps, websockets) under valgrind, as
+# `make memcheck` does for the lifetime tests: any invalid read or write
+# fails the target.
+memcheck-interop: setup
+	@echo "make: valgrind over the interop tests (several minutes)"
+	@PYTHONMALLOC=malloc valgrind --error-exitcode=99 --undef-value-errors=no \
+	  --errors-for-leak-kinds=none --suppressions=tests/valgrind.supp -q \
+	  $(VENV)/bin/python -m pytest -q -p no:cacheprovider -o timeout=900 \
+	  tests/test_interop_c_apps.py tests/test_interop_websockets.py

@@ -1,9 +1,9 @@
-"""``python -m lws``: version, an echo server, an interactive client, a small demo.
+"""``python -m lws``: version, an echo server, an interactive client, a chat demo.
 
     python -m lws version
     python -m lws echo [--host H] [--port P]
     python -m lws client ws://host:port/path [--subprotocol P] [--header "N: V"] ...
-    python -m lws demo [--port P]
+    python -m lws demo [--host H] [--port P]
 
 Argument errors print the usage and exit with status 2; errors from lws
 (a port in use, a refused connection) print one line and exit with 1.
@@ -54,32 +54,6 @@ class EchoServer(Protocol):
         conn.send(message)
 
 
-class _DemoClient(Protocol):
-    name = "demo-client"
-
-    def __init__(self, lines: list[str]) -> None:
-        self.lines = lines
-        self.echoed: list[str] = []
-
-    def on_client_established(self, conn: Connection) -> None:
-        print(f"client: connected as {conn!r}")
-        for line in self.lines:
-            conn.send(line)
-
-    def on_message(self, conn: Connection, message: Any) -> None:
-        print(f"client: echoed back: {message!r}")
-        self.echoed.append(message)
-        if len(self.echoed) == len(self.lines):
-            conn.close(1000, "demo done")
-
-    def on_client_connection_error(self, conn: Connection, message: str) -> None:
-        print(f"client: connection error: {message}")
-        self.context.stop()
-
-    def on_client_closed(self, conn: Connection) -> None:
-        self.context.stop()
-
-
 def _version(_: argparse.Namespace) -> int:
     print(json.dumps({"lws-cffi": __version__, "libwebsockets": lws_version,
                       "features": features}, indent=2))
@@ -97,16 +71,9 @@ def _echo(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    lines = ["hello from Python", "through the native lws stack", "and back"]
-    client = _DemoClient(lines)
-    print(f"lws-cffi {__version__} on libwebsockets {lws_version}")
-    with Context([EchoServer(), client], port=args.port, host="127.0.0.1") as ctx:
-        print(f"server: echo protocol on ws://127.0.0.1:{ctx.port}/")
-        ctx.connect(f"ws://127.0.0.1:{ctx.port}/", client, subprotocol="echo")
-        ctx.run()
-    ok = client.echoed == lines
-    print("demo: all messages came back" if ok else "demo: FAILED")
-    return 0 if ok else 1
+    from .demo import serve  # imported here: only the demo needs it
+
+    return serve(args.host, args.port)
 
 
 # -- python -m lws client ----------------------------------------------------
@@ -271,8 +238,14 @@ def main(argv: list[str] | None = None) -> int:
     echo = sub.add_parser("echo", help="run an echo server")
     echo.add_argument("--host", default="127.0.0.1")
     echo.add_argument("--port", type=_port, default=7681, help="0 picks a free port")
-    demo = sub.add_parser("demo", help="an echo server and client in one process")
-    demo.add_argument("--port", type=_port, default=0)
+    demo = sub.add_parser(
+        "demo", help="a chat room in the browser, on the native stack",
+        description="Serve a chat room: lws serves the page from a mount, the lws-chat "
+                    "protocol is Python. Open the printed URL in two browser tabs; "
+                    "Ctrl-C closes every connection with 1001 and stops.")
+    demo.add_argument("--host", default="127.0.0.1",
+                      help="address to listen on (default 127.0.0.1; '' for all)")
+    demo.add_argument("--port", type=_port, default=7681, help="0 picks a free port")
     client = sub.add_parser(
         "client", help="an interactive WebSocket client",
         description="Connect to URL, send each line read from standard input as a text "

@@ -334,6 +334,8 @@ class Connection:
                 self._temp_views = None
             if reason in _DROP:
                 self._http = None
+                if self.protocol is not None:  # its session is over: not "live" any more
+                    self.protocol._live.pop(self._key, None)
                 if self._external is None:
                     self._kill_view(f"{Reason(reason).name} (lws frees the buffer now)")
             elif reason == _WSI_DESTROY:

@@ -53,11 +53,43 @@ def test_client_echo_example_against_server_example() -> None:
     assert "echoed 50 messages" in client.stdout
 
 
-def test_cli_demo_and_version() -> None:
-    demo = subprocess.run([sys.executable, "-m", "lws", "demo"], capture_output=True,
-                          text=True, timeout=60, env=ENV)
-    assert demo.returncode == 0, demo.stdout + demo.stderr
-    assert "all messages came back" in demo.stdout
+def test_cli_demo_and_version(tmp_path: Path) -> None:
+    # The demo is a chat server that runs until Ctrl-C: start it, use it once, SIGINT it.
+    import json
+    import re
+    import signal
+    import time
+    import urllib.request
+
+    from websockets.exceptions import ConnectionClosed
+
+    log = tmp_path / "demo.log"
+    with log.open("wb") as out:
+        demo = subprocess.Popen([sys.executable, "-m", "lws", "demo", "--port", "0"],
+                                stdout=out, stderr=subprocess.STDOUT, env=ENV)
+    try:
+        deadline = time.monotonic() + 20
+        while not (match := re.search(r"on http://([\d.]+:\d+)/ ", log.read_text())):
+            assert demo.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        address = match.group(1)
+        with urllib.request.urlopen(f"http://{address}/", timeout=10) as page:
+            assert page.status == 200 and b"lws chat" in page.read()
+        with ws_connect(f"ws://{address}/", subprotocols=["lws-chat"]) as ws:
+            assert json.loads(ws.recv(timeout=10))["type"] == "welcome"
+            demo.send_signal(signal.SIGINT)
+            close_code = None
+            try:
+                for _ in range(10):  # a presence message or two, then the close
+                    ws.recv(timeout=10)
+            except ConnectionClosed as exc:
+                close_code = exc.rcvd.code if exc.rcvd is not None else None
+            assert close_code == 1001
+        assert demo.wait(20) == 0
+    finally:
+        demo.kill()
+        demo.wait(10)
+    assert log.read_text().rstrip().endswith("stopped")
     version = subprocess.run([sys.executable, "-m", "lws", "version"], capture_output=True,
                              text=True, timeout=60, env=ENV)
     assert version.returncode == 0 and '"libwebsockets"' in version.stdout

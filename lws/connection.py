@@ -329,9 +329,7 @@ class Connection:
         finally:
             self._cb_user = NULL
             if self._temp_views is not None:
-                for view in self._temp_views:
-                    view._guard.kill("its callback returned (buffer outside a protocol binding)")
-                self._temp_views = None
+                self._kill_temp_views()
             if reason in _DROP:
                 self._http = None
                 if self.protocol is not None:  # its session is over: not "live" any more
@@ -341,17 +339,33 @@ class Connection:
             elif reason == _WSI_DESTROY:
                 self._destroy()
 
+    def _receive(self, proto: Protocol, reason: int, user: Any, in_: Any, len_: int,
+                 rx_flags: int) -> int:
+        """RECEIVE / CLIENT_RECEIVE on a known connection: the per-message path."""
+        self._cb_user = user
+        self._rx_flags = rx_flags
+        try:
+            return self._on_receive(proto, reason, in_, len_)
+        finally:
+            self._cb_user = NULL
+            if self._temp_views is not None:
+                self._kill_temp_views()
+
+    def _kill_temp_views(self) -> None:
+        for view in self._temp_views or ():
+            view._guard.kill("its callback returned (buffer outside a protocol binding)")
+        self._temp_views = None
+
     def _on_receive(self, proto: Protocol | None, reason: int, in_: Any, len_: int) -> int:
         ret = DEFAULT
         if proto is None:
             return ret
-        handler = proto._handlers.get(reason)
-        if handler is not None or reason in proto._raw_wanted:
+        if reason in proto._handlers or reason in proto._raw_wanted:
             ret = self._ctx._call_handlers(proto, self, reason, in_, len_)
         if not proto._reassemble or self._closing:
             return ret
         flags = self._rx_flags
-        chunk = ffi.buffer(in_, len_)[:]
+        chunk = ffi.unpack(in_, len_) if len_ else b""
         final = flags & _RX_FINAL
         if not self._rx_parts and final:
             binary = flags & _RX_BINARY
@@ -378,8 +392,15 @@ class Connection:
                 return self._close_now(1007, "invalid UTF-8")
         else:
             text = message
-        r = self._ctx._call_message_handler(proto, self, text)
-        return r if r != DEFAULT else ret
+        try:
+            r = proto.on_message(self, text)  # type: ignore[attr-defined]
+        except Exception as exc:
+            return self._ctx._handler_failed(proto, self, reason, exc)
+        except BaseException as exc:
+            return self._ctx._handler_interrupted(exc)
+        if r is None:
+            return ret
+        return int(r)
 
     def _on_writeable(self, proto: Protocol | None, reason: int) -> int:
         # Only reached with the send queue empty: C writes what is queued.

@@ -57,6 +57,8 @@ _FILTERS = frozenset(int(r) for r in (Reason.FILTER_PROTOCOL_CONNECTION,
                                       Reason.FILTER_HTTP_CONNECTION,
                                       Reason.FILTER_NETWORK_CONNECTION))
 _WAIT_CANCELLED = int(Reason.EVENT_WAIT_CANCELLED)
+_RECEIVE = int(Reason.RECEIVE)
+_CLIENT_RECEIVE = int(Reason.CLIENT_RECEIVE)
 _POLL_FD = frozenset(int(r) for r in (Reason.ADD_POLL_FD, Reason.DEL_POLL_FD,
                                       Reason.CHANGE_MODE_POLL_FD))
 _CLOSE_TIMEOUT = 2.0
@@ -287,6 +289,8 @@ class Context:
         conn = self._conns.get(wsi)
         if conn is None:
             conn = self._adopt(wsi, proto, reason)
+        elif (reason == _RECEIVE or reason == _CLIENT_RECEIVE) and proto is not None:
+            return conn._receive(proto, reason, user, in_, len_, rx_flags)  # the hot path
         return conn._callback(proto, reason, user, in_, len_, rx_flags)
 
     def _adopt(self, wsi: Any, proto: Protocol | None, reason: int) -> Connection:
@@ -363,16 +367,11 @@ class Context:
                 f"handlers return None or an int for lws, not {type(result).__name__}"))
         return result
 
-    def _call_message_handler(self, proto: Protocol, conn: Connection, message: Any) -> int:
-        try:
-            result = proto.on_message(conn, message)  # type: ignore[attr-defined]
-        except Exception as exc:
-            return self._handler_failed(proto, conn, int(Reason.RECEIVE), exc)
-        except BaseException as exc:
-            self._pending = exc
-            self.stop()
-            return -1
-        return DEFAULT if result is None else int(result)
+    def _handler_interrupted(self, exc: BaseException) -> int:
+        """A BaseException (KeyboardInterrupt...) in a handler: stop run() and re-raise there."""
+        self._pending = exc
+        self.stop()
+        return -1
 
     def _handler_failed(self, proto: Protocol, conn: Connection | None, reason: int,
                         exc: Exception) -> int:

@@ -106,7 +106,7 @@ unsigned long long lwspy_count_in;
 unsigned long long lwspy_count_python;
 
 static int _lwspy_callback(void *ctx_handle, int proto_index, struct lws *wsi,
-                           int reason, void *user, void *in, size_t len, int rx_flags);
+                           int reason, void *user, char *in, size_t len, int rx_flags);
 static void _lwspy_log(int level, const char *line);
 static void _lwspy_timer(void *ctx_handle, long long id);
 
@@ -328,7 +328,7 @@ lwspy_trampoline(struct lws *wsi, enum lws_callback_reasons reason,
                            (lws_frame_is_binary(wsi) ? LWSPY_RX_BINARY : 0);
             lwspy_count_python++;
             n = _lwspy_callback(ctx_handle, pp ? pp->index : -1, wsi,
-                                (int)reason, user, in, len, rx_flags);
+                                (int)reason, user, (char *)in, len, rx_flags);
             if (n != LWSPY_DEFAULT)
                 return n;
         }

@@ -30,7 +30,7 @@ extern unsigned long long lwspy_count_in;
 extern unsigned long long lwspy_count_python;
 
 extern "Python" int _lwspy_callback(void *ctx_handle, int proto_index, struct lws *wsi,
-                                    int reason, void *user, void *in, size_t len,
+                                    int reason, void *user, char *in, size_t len,
                                     int rx_flags);
 
 /* rx_flags for RECEIVE / CLIENT_RECEIVE, so Python needs no extra calls. */

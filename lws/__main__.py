@@ -29,6 +29,7 @@ from . import (
     Context,
     LwsError,
     Protocol,
+    ServerTLS,
     Struct,
     __version__,
     c,
@@ -61,8 +62,13 @@ def _version(_: argparse.Namespace) -> int:
 
 
 def _echo(args: argparse.Namespace) -> int:
-    with Context([EchoServer()], port=args.port, host=args.host) as ctx:
-        print(f"echo server on ws://{args.host or '0.0.0.0'}:{ctx.port}/", flush=True)
+    if (args.cert is None) != (args.key is None):
+        raise ValueError("--cert and --key go together")
+    tls = ServerTLS(args.cert, args.key) if args.cert else None
+    with Context([EchoServer()], port=args.port, host=args.host, tls=tls,
+                 permessage_deflate=args.deflate) as ctx:
+        scheme = "wss" if tls else "ws"
+        print(f"echo server on {scheme}://{args.host or '0.0.0.0'}:{ctx.port}/", flush=True)
         try:
             ctx.run()
         except KeyboardInterrupt:
@@ -238,6 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     echo = sub.add_parser("echo", help="run an echo server")
     echo.add_argument("--host", default="127.0.0.1")
     echo.add_argument("--port", type=_port, default=7681, help="0 picks a free port")
+    echo.add_argument("--cert", default=None, help="TLS certificate (PEM): serve wss://")
+    echo.add_argument("--key", default=None, help="TLS private key (PEM), with --cert")
+    echo.add_argument("--deflate", action="store_true", help="offer permessage-deflate")
     demo = sub.add_parser(
         "demo", help="a chat room in the browser, on the native stack",
         description="Serve a chat room: lws serves the page from a mount, the lws-chat "

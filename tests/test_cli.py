@@ -9,14 +9,18 @@ import os
 import pty
 import queue
 import signal
+import ssl
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
+from websockets.sync.client import connect as ws_connect
 
 import lws
 from lws import testing
@@ -226,3 +230,32 @@ def test_echo_on_a_busy_port_is_one_line_not_a_traceback() -> None:
                               text=True, env=ENV, timeout=30)
     assert done.returncode == 1
     assert "python -m lws: error:" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_echo_over_tls_with_deflate(tmp_path: Path) -> None:
+    """``python -m lws echo --cert/--key/--deflate``: wss and compression, seen by websockets."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("localhost")
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "c.pem"))
+    cert.private_key_pem.write_to_path(str(tmp_path / "k.pem"))
+    proc = subprocess.Popen([sys.executable, "-m", "lws", "echo", "--port", "0", "--cert",
+                             str(tmp_path / "c.pem"), "--key", str(tmp_path / "k.pem"),
+                             "--deflate"], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("echo server on wss://"), line
+        port = int(line.rstrip().rstrip("/").rsplit(":", 1)[1])
+        context = ssl.create_default_context()
+        ca.configure_trust(context)
+        with ws_connect(f"wss://localhost:{port}/", ssl=context, subprotocols=["echo"]) as ws:
+            assert "permessage-deflate" in ws.response.headers["Sec-WebSocket-Extensions"]
+            ws.send("secure and small " * 100)
+            assert ws.recv(timeout=10) == "secure and small " * 100
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    bad = subprocess.run([sys.executable, "-m", "lws", "echo", "--cert", "x.pem"],
+                         capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 1 and "go together" in bad.stderr and "Traceback" not in bad.stderr

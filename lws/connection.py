@@ -140,6 +140,7 @@ class Connection:
         "_rx_size",
         "_temp_views",
         "_txbuf",
+        "_txbuf_big",
         "_txq",
         "_view",
         "_why",
@@ -186,6 +187,7 @@ class Connection:
         self._external: Any = None             # client session buffer the binding owns
         self._connect_headers: Mapping[str, str] | None = None
         self._txbuf: Any = None
+        self._txbuf_big: Any = None
         self._why = ""
         self._http: Any = None  # the HTTP transaction being served (lws.http)
         self._drain_cb: Any = None  # called on the lws thread when the send queue empties
@@ -415,7 +417,8 @@ class Connection:
             if buf is None:
                 buf = self._txbuf = ffi.new("unsigned char[]", LWS_PRE + _SCRATCH)
         else:
-            buf = ffi.new("unsigned char[]", LWS_PRE + n)
+            # Kept until the next write: lws' deflate may still read it.
+            buf = self._txbuf_big = ffi.new("unsigned char[]", LWS_PRE + n)
         ffi.memmove(buf + LWS_PRE, payload, n)
         written = int(lib.lws_write(self._wsi, buf + LWS_PRE, n, flags))
         if written < n:
@@ -459,7 +462,7 @@ class Connection:
         if self.protocol is not None:
             self.protocol._live.pop(self._key, None)
         lib.lwspy_txq_kill(self._txq)
-        self._txbuf = None
+        self._txbuf = self._txbuf_big = None
         self._ctx._forget(self)
 
     def _append_connect_headers(self, in_: Any, len_: int) -> None:

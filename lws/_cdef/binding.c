@@ -30,6 +30,11 @@ struct lwspy_txq {
     size_t slice;         /* larger messages go out as fragments of this size */
     pthread_mutex_t mu;
     struct lwspy_msg *head, *tail;
+    /* The last message written: lws' permessage-deflate keeps deflating
+     * from it after lws_write() returns ("tx draining"), so it is freed
+     * only at the next WRITEABLE that reaches us (lws holds those back
+     * until the draining is over) or when the connection goes. */
+    struct lwspy_msg *inflight;
     int close_code;
     size_t close_len;
     unsigned char close_reason[124];
@@ -177,6 +182,8 @@ lwspy_txq_kill(struct lwspy_txq *q)
     struct lwspy_msg *m, *next;
 
     pthread_mutex_lock(&q->mu);
+    free(q->inflight);
+    q->inflight = NULL;
     m = q->head;
     q->head = q->tail = NULL;
     q->queued = 0;
@@ -199,6 +206,10 @@ lwspy_txq_drain(struct lws *wsi, struct lwspy_txq *q, int *ret)
 {
     struct lwspy_msg *m;
     int more, close_code, turn;
+
+    /* A WRITEABLE for us: lws is done with the previous message's bytes. */
+    free(q->inflight);
+    q->inflight = NULL;
 
     pthread_mutex_lock(&q->mu);
     m = q->head;
@@ -240,6 +251,16 @@ lwspy_txq_drain(struct lws *wsi, struct lwspy_txq *q, int *ret)
     turn = q->give_turn;
     pthread_mutex_unlock(&q->mu);
 
+    if (m && !m->len && (m->flags & 0xf) == LWS_WRITE_CONTINUATION &&
+        (m->flags & LWS_WRITE_NO_FIN)) {
+        /* An empty middle fragment carries nothing; with permessage-deflate
+         * lws would emit a broken frame sequence for it, so skip it. */
+        free(m);
+        if (more || close_code || turn)
+            lws_callback_on_writable(wsi);
+        *ret = 0;
+        return 1;
+    }
     if (m && !m->len && (m->flags == LWS_WRITE_TEXT || m->flags == LWS_WRITE_BINARY)) {
         /*
          * An empty message goes out as a frame built here, uncompressed
@@ -276,7 +297,7 @@ lwspy_txq_drain(struct lws *wsi, struct lwspy_txq *q, int *ret)
             flags = LWS_WRITE_CONTINUATION | (m->flags & LWS_WRITE_NO_FIN);
         n = lws_write(wsi, m->data + LWS_PRE + m->off, len, (enum lws_write_protocol)flags);
 
-        free(m);
+        q->inflight = m;
         if (n < 0 || (size_t)n < len) {
             *ret = -1;
             return 1;

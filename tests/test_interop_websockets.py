@@ -300,11 +300,12 @@ def _client_exchange(deflate: bool) -> tuple[dict[str, Any], dict[str, Any]]:
 
 @pytest.mark.parametrize("deflate", [
     pytest.param(False, id="plain"),
-    # Open bug: the binding's client with permessage-deflate stalls somewhere in
-    # this script (16 MiB messages, fragments with an empty middle one) after
-    # the empty-fragment and tx-draining fixes; tracked in the issue notes.
+    # Open on lws 4.1.6 only (passes on 4.3.5): during this 16 MiB compressed
+    # exchange the binding client stops answering websockets' keepalive pings,
+    # which closes with 1011; tracked in the issue notes.
     pytest.param(True, id="deflate", marks=pytest.mark.xfail(
-        reason="open: binding client + permessage-deflate stalls on this script",
+        lws.version_tuple()[:2] == (4, 1),
+        reason="open on lws 4.1.6: client + permessage-deflate stalls on 16 MiB",
         strict=False)),
 ])
 def test_binding_client_messages_to_websockets_server(deflate: bool) -> None:

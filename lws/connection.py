@@ -9,6 +9,7 @@ a callback outside such a bracket lives until that callback returns.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -61,6 +62,41 @@ _NOT_SESSION = frozenset(int(r) for r in NOT_SESSION)
 _FILTER_PROTOCOL = int(R.FILTER_PROTOCOL_CONNECTION)
 _HTTP_SERVER = HTTP_SERVER_REASONS
 _SCRATCH = 64 * 1024  # reusable send buffer; larger messages get their own
+_from_handle = ffi.from_handle
+_unpack = ffi.unpack
+_get_ident = threading.get_ident
+
+
+@ffi.def_extern()  # type: ignore[untyped-decorator]
+def _lwspy_message(conn_handle: Any, user: int, data: Any, size: int, binary: int) -> int:
+    # A whole message, joined in C, for a protocol with on_message and no raw
+    # RECEIVE: the per-message hot path, so it is written out flat here.
+    try:
+        conn: Connection = _from_handle(conn_handle)
+        message: Any = _unpack(data, size) if size else b""
+        if not binary:
+            try:
+                message = message.decode("utf-8")
+            except UnicodeDecodeError:
+                return conn._close_now(1007, "invalid UTF-8")
+        conn._cb_user = user
+        try:
+            r = conn.protocol.on_message(conn, message)  # type: ignore[union-attr]
+        except Exception as exc:
+            return conn._ctx._handler_failed(
+                conn.protocol, conn, _CLIENT_RECEIVE if conn.is_client else _RECEIVE, exc)  # type: ignore[arg-type]
+        except BaseException as exc:
+            return conn._ctx._handler_interrupted(exc)
+        finally:
+            conn._cb_user = 0
+            if conn._temp_views is not None:
+                conn._kill_temp_views()
+        return 0 if r is None else int(r)
+    except BaseException as exc:
+        try:
+            logger.critical("lws binding: internal error in callback", exc_info=exc)
+        finally:
+            return -1  # noqa: B012
 
 
 class Refuse(Exception):
@@ -132,8 +168,10 @@ class Connection:
         "_drain_cb",
         "_established",
         "_external",
+        "_handle",
         "_http",
         "_key",
+        "_lws_thread",
         "_rx_binary",
         "_rx_flags",
         "_rx_parts",
@@ -164,15 +202,19 @@ class Connection:
         self.is_client = is_client
         self.state: Any = None
         self._view: Struct | None = None       # view over the bound buffer
-        self._bracket_user: Any = None         # the bound buffer's address (cdata)
+        self._bracket_user = 0                 # the bound buffer's address
         self._temp_views: list[Struct] | None = None
-        self._cb_user: Any = NULL               # `user` of the running callback
+        self._cb_user = 0                      # `user` of the running callback (0: none)
+        self._lws_thread = ctx._lws_thread
         # The send queue lives in C (drained there, one lws_write per
         # WRITEABLE); this object owns its memory. lws finds it through the
         # wsi's opaque user data.
         self._txq: Any = ffi.new("struct lwspy_txq *")
         lib.lwspy_txq_init(self._txq)
         self._txq.client = 1 if is_client else 0
+        # How C hands whole messages to this object (see _lwspy_message).
+        self._handle: Any = ffi.new_handle(self)
+        self._txq.handle = self._handle
         self._rx_flags = 0
         self._closing = False
         self._closed = False
@@ -232,23 +274,23 @@ class Connection:
         Raises :class:`lws.SessionClosed` when no buffer is live (between
         transactions, after the close callbacks, or after ``WSI_DESTROY``).
         """
+        view = self._view
+        user = self._cb_user
+        if view is not None and user == self._bracket_user:
+            return view  # the common case: a handler inside the bracket
         proto = self.protocol
         st = proto.session if proto is not None else None
         if st is None:
             return None
         if self._external is not None:
             return self._external  # the binding's own buffer: one view throughout
-        user = self._cb_user
-        view = self._view
-        if user == NULL or not self._ctx._on_lws_thread():
+        if not user or threading.get_ident() != self._lws_thread.ident:
             if view is None:
                 why = self._why or "none bound"
                 raise SessionClosed(f"{self!r} has no live session buffer: {why}")
             return view
-        if view is not None and user == self._bracket_user:
-            return view
         # A buffer seen outside a BIND..DROP bracket: it lives for this callback.
-        temp = st.view(int(ffi.cast("uintptr_t", user)), Guard(self._ctx._lws_thread, self))
+        temp = st.view(user, Guard(self._lws_thread, self))
         if self._temp_views is None:
             self._temp_views = [temp]
         else:
@@ -262,29 +304,28 @@ class Connection:
         except SessionClosed:
             return None
 
-    def _open_bracket(self, user: Any) -> None:
+    def _open_bracket(self, user: int) -> None:
         if self._view is not None:
             # A bind with no DROP for the previous buffer: lws already freed it.
             self._kill_view("the protocol was re-bound")
-        if user == NULL:
+        if not user:
             return
         st = self.protocol.session if self.protocol is not None else None
         self._bracket_user = user
         if st is not None:
-            address = int(ffi.cast("uintptr_t", user))
-            self._view = st.view(address, Guard(self._ctx._lws_thread, self))
+            self._view = st.view(user, Guard(self._lws_thread, self))
 
     def _kill_view(self, why: str) -> None:
         view = self._view
         self._view = None
-        self._bracket_user = None
+        self._bracket_user = 0
         self._why = why
         if view is not None:
             view._guard.kill(why)
 
     # -- the callback path (lws thread only) ------------------------------
 
-    def _callback(self, proto: Protocol | None, reason: int, user: Any, in_: Any,
+    def _callback(self, proto: Protocol | None, reason: int, user: int, in_: Any,
                   len_: int, rx_flags: int = 0) -> int:
         if reason in _BIND:
             if proto is not None:
@@ -295,7 +336,7 @@ class Connection:
             if self._external is None:
                 self._open_bracket(user)
             self._http = None
-        self._cb_user = NULL if reason in _NOT_SESSION else user
+        self._cb_user = 0 if reason in _NOT_SESSION else user
         try:
             if reason == _RECEIVE or reason == _CLIENT_RECEIVE:
                 self._rx_flags = rx_flags
@@ -329,7 +370,7 @@ class Connection:
                 self._append_connect_headers(in_, len_)
             return self._ctx._call_handlers(proto, self, reason, in_, len_)
         finally:
-            self._cb_user = NULL
+            self._cb_user = 0
             if self._temp_views is not None:
                 self._kill_temp_views()
             if reason in _DROP:
@@ -341,15 +382,15 @@ class Connection:
             elif reason == _WSI_DESTROY:
                 self._destroy()
 
-    def _receive(self, proto: Protocol, reason: int, user: Any, in_: Any, len_: int,
+    def _receive(self, proto: Protocol, reason: int, user: int, in_: Any, len_: int,
                  rx_flags: int) -> int:
-        """RECEIVE / CLIENT_RECEIVE on a known connection: the per-message path."""
+        """RECEIVE / CLIENT_RECEIVE for a protocol that wants the chunks (raw path)."""
         self._cb_user = user
         self._rx_flags = rx_flags
         try:
             return self._on_receive(proto, reason, in_, len_)
         finally:
-            self._cb_user = NULL
+            self._cb_user = 0
             if self._temp_views is not None:
                 self._kill_temp_views()
 
@@ -461,7 +502,8 @@ class Connection:
             self._ctx._client_buffers.pop(self.id, None)  # frees it
         if self.protocol is not None:
             self.protocol._live.pop(self._key, None)
-        lib.lwspy_txq_kill(self._txq)
+        lib.lwspy_txq_kill(self._txq)  # also forgets the handle
+        self._handle = None
         self._txbuf = self._txbuf_big = None
         self._ctx._forget(self)
 
@@ -485,14 +527,29 @@ class Connection:
         past ``Protocol.send_queue_limit`` and :class:`lws.ConnectionClosed`
         once the connection is closing.
         """
-        if isinstance(data, str):
-            self._enqueue(data.encode("utf-8"), _WRITE_TEXT)
-        elif isinstance(data, bytes):
-            self._enqueue(data, _WRITE_BINARY)
-        elif isinstance(data, (bytearray, memoryview)):
-            self._enqueue(bytes(data), _WRITE_BINARY)
+        kind = type(data)
+        if kind is bytes:
+            payload: bytes = data  # type: ignore[assignment]
+            flags = _WRITE_BINARY
+        elif kind is str:
+            payload = data.encode("utf-8")  # type: ignore[union-attr]
+            flags = _WRITE_TEXT
+        elif isinstance(data, (bytes, bytearray, memoryview)):
+            payload = bytes(data)
+            flags = _WRITE_BINARY
+        elif isinstance(data, str):
+            payload = data.encode("utf-8")
+            flags = _WRITE_TEXT
         else:
             raise TypeError(f"send() takes str or a bytes-like object, not {type(data).__name__}")
+        # The common case, on the lws thread in a handler, in one C call that
+        # queues and asks for WRITEABLE; everything else goes to _enqueue.
+        if self._established and not self._closing and self.protocol is not None and \
+                _get_ident() == self._lws_thread.ident and not self._destroyed:
+            if lib.lwspy_send(self._txq, self._wsi, payload, len(payload), flags,
+                              self.protocol.send_queue_limit) >= 0:
+                return
+        self._enqueue(payload, flags)
 
     def send_fragment(self, data: bytes | str, *, first: bool, final: bool,
                       binary: bool | None = None) -> None:
@@ -522,8 +579,12 @@ class Connection:
         if self._closing or self._closed:
             raise ConnectionClosed(f"{self!r} is closing", self.close_code, self.close_reason)
         n = len(payload)
-        limit = self.protocol.send_queue_limit if self.protocol is not None else 0
-        queued = lib.lwspy_txq_push(self._txq, payload, n, flags, limit)
+        proto = self.protocol
+        limit = proto.send_queue_limit if proto is not None else 0
+        # On the lws thread, one C call queues and asks for WRITEABLE.
+        here = self._established and not self._destroyed and \
+            threading.get_ident() == self._lws_thread.ident
+        queued = lib.lwspy_send(self._txq, self._wsi if here else NULL, payload, n, flags, limit)
         if queued < 0:
             if queued == -1:
                 raise SendQueueFull(
@@ -534,7 +595,7 @@ class Connection:
                 raise ConnectionClosed(f"{self!r} is closing", self.close_code,
                                        self.close_reason)
             raise MemoryError(f"no memory to queue {n} bytes")
-        if self._established:
+        if self._established and not here:
             self._request_writeable()
 
     def _request_writeable(self) -> None:

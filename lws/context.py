@@ -65,7 +65,7 @@ _CLOSE_TIMEOUT = 2.0
 
 
 @ffi.def_extern()  # type: ignore[untyped-decorator]
-def _lwspy_callback(ctx_handle: Any, proto_index: int, wsi: Any, reason: int, user: Any,
+def _lwspy_callback(ctx_handle: Any, proto_index: int, wsi: Any, reason: int, user: int,
                     in_: Any, len_: int, rx_flags: int) -> int:
     try:
         ctx: Context = ffi.from_handle(ctx_handle)
@@ -156,6 +156,9 @@ class Context:
         self._calls: collections.deque[tuple[Callable[..., Any], tuple[Any, ...]]] = \
             collections.deque()
         self._stop = False
+        # Set (from any thread) when run()'s C loop must come back to Python:
+        # stop(), a call_soon_threadsafe() call, a pending exception.
+        self._attention: Any = ffi.new("int *")
         self._pending: BaseException | None = None
         self._running = threading.Lock()
         self._timers: dict[int, tuple[Any, Callable[..., Any] | None, tuple[Any, ...]]] = {}
@@ -270,7 +273,7 @@ class Context:
 
     # -- callbacks (lws thread) ---------------------------------------------
 
-    def _dispatch(self, pi: int, wsi: Any, reason: int, user: Any, in_: Any, len_: int,
+    def _dispatch(self, pi: int, wsi: Any, reason: int, user: int, in_: Any, len_: int,
                   rx_flags: int = 0) -> int:
         proto = self._protocols[pi] if pi >= 0 else None
         if reason in _NO_CONN:
@@ -422,8 +425,15 @@ class Context:
         self._check_open()
         with self._owning():
             try:
+                attention = self._attention
                 while not self._stop:
-                    if lib.lws_service(self._ctx, 0) < 0:
+                    # lws_service() rounds run in C until something needs Python
+                    # here; reset first, then look, so no wake-up is missed.
+                    attention[0] = 0
+                    if self._calls or self._pending is not None:
+                        self._after_service()
+                        continue
+                    if lib.lwspy_run(self._ctx, attention) < 0:
                         break
                     self._after_service()
             finally:
@@ -471,12 +481,14 @@ class Context:
     def stop(self) -> None:
         """Make :meth:`run` return after the current round. Thread-safe."""
         self._stop = True
+        self._attention[0] = 1
         if not self._closed:
             lib.lws_cancel_service(self._ctx)
 
     def call_soon_threadsafe(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run ``fn(*args)`` on the lws thread soon. Safe from any thread."""
         self._calls.append((fn, args))
+        self._attention[0] = 1
         if not self._closed:
             lib.lws_cancel_service(self._ctx)
 

@@ -108,6 +108,7 @@ class Protocol:
     _handlers: ClassVar[dict[int, tuple[Callable[..., Any], InKind, bool]]] = {}
     _raw_wanted: ClassVar[frozenset[int]] = frozenset()
     _reassemble: ClassVar[bool] = False
+    _messages_in_c: ClassVar[bool] = False
     _serves_http: ClassVar[bool] = False
     _wants_writeable: ClassVar[bool] = False
     _streams_body: ClassVar[bool] = False
@@ -166,6 +167,10 @@ class Protocol:
         cls._handlers = handlers
         cls._wanted = frozenset(wanted)
         cls._reassemble = hasattr(cls, "on_message")
+        # Nothing wants the chunks themselves: C joins them and calls
+        # on_message once per message (the fast path).
+        chunks = {int(R.RECEIVE), int(R.CLIENT_RECEIVE)}
+        cls._messages_in_c = cls._reassemble and not (chunks & (handlers.keys() | cls._raw_wanted))
         cls._wants_writeable = bool(
             {int(R.SERVER_WRITEABLE), int(R.CLIENT_WRITEABLE)} & wanted)
         cls._serves_http = hasattr(cls, "on_request")

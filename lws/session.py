@@ -21,12 +21,15 @@ session buffer is handed out.
 from __future__ import annotations
 
 import itertools
+import keyword
 import math
 import numbers
 import operator
+import os
 import re
 import struct as _pystruct
 import sys
+import threading
 import types
 import typing
 import warnings
@@ -792,6 +795,8 @@ _RESERVED = frozenset(dir(Struct)) | {
 }
 
 
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
 # ---------------------------------------------------------------------------
 # Per-field accessors, built once per class
 # ---------------------------------------------------------------------------
@@ -802,35 +807,58 @@ def _scalar_property(name: str, codec: _ScalarCodec, where: str, bit_width: int 
     norm = codec.norm
     overflow = codec.overflow
 
-    def fget(self: Struct) -> Any:
+    def slow_get(self: Struct) -> Any:
         g = self._guard
         if g.on_lws_thread():
-            if g.alive:
-                return getattr(self._p, name)
-            raise g.closed()
+            raise g.closed()  # on the lws thread, only a dead buffer gets here
         with g.lock:
             if g.alive:
                 return getattr(self._p, name)
             raise g.closed()
 
-    def fset(self: Struct, value: Any) -> None:
-        if type(value) is not fast:
-            value = norm(value, where)
+    def slow_set(self: Struct, value: Any) -> None:
         g = self._guard
-        try:
-            if g.on_lws_thread():
-                if not g.alive:
-                    raise g.closed()
-                setattr(self._p, name, value)
-            else:
-                with g.lock:
-                    if not g.alive:
-                        raise g.closed()
-                    setattr(self._p, name, value)
-        except OverflowError:
-            raise overflow(value, where, bit_width) from None
+        if g.on_lws_thread():
+            raise g.closed()
+        with g.lock:
+            if not g.alive:
+                raise g.closed()
+            setattr(self._p, name, value)
 
-    return property(fget, fset, doc=f"{codec.cname} {name}")
+    # The hot path is generated with the field name spelled out (an attribute
+    # load on the cdata instead of a getattr() call): on the lws thread a
+    # live check is all it takes (see lws._guard).
+    attr = name if name.isidentifier() and not keyword.iskeyword(name) else None
+    get_expr = f"self._p.{attr}" if attr else "getattr(self._p, name)"
+    set_stmt = f"self._p.{attr} = value" if attr else "setattr(self._p, name, value)"
+    source = (
+        "def fget(self):\n"
+        "    g = self._guard\n"
+        "    if g.alive and ident() == g.owner.ident:\n"
+        f"        return {get_expr}\n"
+        "    return slow_get(self)\n"
+        "def fset(self, value):\n"
+        "    if type(value) is not fast:\n"
+        "        value = norm(value, where)\n"
+        "    g = self._guard\n"
+        "    try:\n"
+        "        if g.alive and ident() == g.owner.ident:\n"
+        f"            {set_stmt}\n"
+        "        else:\n"
+        "            slow_set(self, value)\n"
+        "    except OverflowError:\n"
+        "        raise overflow(value, where, bit_width) from None\n"
+    )
+    scope: dict[str, Any] = {
+        "ident": threading.get_ident, "slow_get": slow_get, "slow_set": slow_set,
+        "fast": fast, "norm": norm, "where": where, "overflow": overflow,
+        "bit_width": bit_width, "name": name,
+    }
+    # Named as a file of this package, so tracebacks and lws.testing's
+    # "where did user code touch the view" both see binding code here.
+    filename = f"{_HERE}{os.sep}<field {where}>"
+    exec(compile(source, filename, "exec"), scope)  # a fixed template
+    return property(scope["fget"], scope["fset"], doc=f"{codec.cname} {name}")
 
 
 def _composite_property(name: str, codec: _Codec, offset: int, where: str) -> property:

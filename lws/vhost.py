@@ -168,6 +168,8 @@ class Vhost:
             arr[i].tx_packet_size = p.tx_packet_size
             arr[i].id = p.id
             extra[i].index = index
+            extra[i].messages = 1 if type(p)._messages_in_c else 0
+            extra[i].max_message = p.max_message_size
             for r in type(p)._wanted | self._extra_reasons():
                 if r < 128:
                     extra[i].want[r] = 1

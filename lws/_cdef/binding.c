@@ -1,7 +1,9 @@
 /* The binding's C side: as small as it can be. */
 
 #include <libwebsockets.h>
+#include <errno.h>
 #include <pthread.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -38,6 +40,14 @@ struct lwspy_txq {
     int close_code;
     size_t close_len;
     unsigned char close_reason[124];
+    /* Receiving whole messages (protocols with on_message and no raw
+     * RECEIVE handler): the fragments are joined here, in C, and Python is
+     * called once per message with the Connection's handle. */
+    void *handle;
+    unsigned char *rx;
+    size_t rx_len, rx_cap;
+    int rx_active;        /* a fragmented message is being joined */
+    int rx_binary;
 };
 
 #define LWSPY_RX_FIRST 1
@@ -46,6 +56,8 @@ struct lwspy_txq {
 
 struct lwspy_proto {
     int index;
+    int messages;         /* RECEIVE is joined in C and delivered whole */
+    size_t max_message;   /* larger messages close the connection with 1009 */
     unsigned char want[LWSPY_NREASONS];
 };
 
@@ -111,7 +123,9 @@ unsigned long long lwspy_count_in;
 unsigned long long lwspy_count_python;
 
 static int _lwspy_callback(void *ctx_handle, int proto_index, struct lws *wsi,
-                           int reason, void *user, char *in, size_t len, int rx_flags);
+                           int reason, uintptr_t user, char *in, size_t len, int rx_flags);
+static int _lwspy_message(void *conn_handle, uintptr_t user, char *data, size_t len,
+                          int binary);
 static void _lwspy_log(int level, const char *line);
 static void _lwspy_timer(void *ctx_handle, long long id);
 
@@ -159,6 +173,19 @@ lwspy_txq_push(struct lwspy_txq *q, const unsigned char *payload, size_t len,
     return ret;
 }
 
+/* push, then (wsi given: the caller is on the lws thread and the connection
+ * is established) ask for WRITEABLE: one call per send from Python. */
+static long long
+lwspy_send(struct lwspy_txq *q, struct lws *wsi, const unsigned char *payload, size_t len,
+           int flags, size_t limit)
+{
+    long long ret = lwspy_txq_push(q, payload, len, flags, limit);
+
+    if (ret >= 0 && wsi)
+        lws_callback_on_writable(wsi);
+    return ret;
+}
+
 /* Close after what is queued; 0 if accepted, -2 if already closing or dead. */
 static int
 lwspy_txq_close(struct lwspy_txq *q, int code, const unsigned char *reason, size_t len)
@@ -189,7 +216,12 @@ lwspy_txq_kill(struct lwspy_txq *q)
     q->queued = 0;
     q->count = 0;
     q->dead = 1;
+    q->handle = NULL;
     pthread_mutex_unlock(&q->mu);
+    free(q->rx);
+    q->rx = NULL;
+    q->rx_len = q->rx_cap = 0;
+    q->rx_active = 0;
     for (; m; m = next) {
         next = m->next;
         free(m);
@@ -317,6 +349,72 @@ lwspy_txq_drain(struct lws *wsi, struct lwspy_txq *q, int *ret)
 }
 
 /*
+ * RECEIVE for a protocol that takes whole messages: join the fragments here
+ * and call Python once per message. Returns what lws should get.
+ */
+static int
+lwspy_rx_message(struct lws *wsi, struct lwspy_proto *pp, struct lwspy_txq *q,
+                 void *user, const unsigned char *in, size_t len)
+{
+    int final = lws_is_final_fragment(wsi), n;
+    const unsigned char *data = in;
+    size_t total = len;
+
+    if (q->close_code)
+        return 0; /* closing: what still arrives is not delivered */
+    if (!q->rx_active) {
+        q->rx_binary = lws_frame_is_binary(wsi);
+        q->rx_len = 0;
+    }
+    if ((q->rx_active ? q->rx_len : 0) + len > pp->max_message) {
+        static const char why[] = "message too big";
+
+        q->rx_active = 0;
+        q->rx_len = 0;
+        lws_close_reason(wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE,
+                         (unsigned char *)why, sizeof(why) - 1);
+        return -1;
+    }
+    if (!final || q->rx_active) {
+        if (q->rx_len + len > q->rx_cap) {
+            size_t cap = q->rx_cap ? q->rx_cap : 4096;
+            unsigned char *grown;
+
+            while (cap < q->rx_len + len)
+                cap *= 2;
+            grown = realloc(q->rx, cap);
+            if (!grown) {
+                lwsl_err("lws binding: no memory for a %zu-byte message\n", q->rx_len + len);
+                return -1;
+            }
+            q->rx = grown;
+            q->rx_cap = cap;
+        }
+        if (len)
+            memcpy(q->rx + q->rx_len, in, len);
+        q->rx_len += len;
+        q->rx_active = 1;
+        if (!final)
+            return 0;
+        data = q->rx;
+        total = q->rx_len;
+        q->rx_active = 0;
+        q->rx_len = 0;
+    }
+    lwspy_count_python++;
+    n = _lwspy_message(q->handle, (uintptr_t)user, (char *)data, total, q->rx_binary);
+    if (n == LWSPY_DEFAULT)
+        n = 0; /* lws' default for RECEIVE: carry on */
+    if (q->rx && q->rx_cap > 65536 && !q->rx_active) {
+        /* do not keep a big message's buffer for the connection's life */
+        free(q->rx);
+        q->rx = NULL;
+        q->rx_cap = 0;
+    }
+    return n;
+}
+
+/*
  * Every protocol's callback. A reason enters Python only if the protocol's
  * handlers want it or the binding's bookkeeping needs it; everything else
  * gets lws' default handling without touching Python. Queued sends are
@@ -339,6 +437,13 @@ lwspy_trampoline(struct lws *wsi, enum lws_callback_reasons reason,
         if (q && !q->dead && lwspy_txq_drain(wsi, q, &n))
             return n;
     }
+    if (pp && pp->messages && (reason == LWS_CALLBACK_RECEIVE ||
+                               reason == LWS_CALLBACK_CLIENT_RECEIVE)) {
+        struct lwspy_txq *q = (struct lwspy_txq *)lws_get_opaque_user_data(wsi);
+
+        if (q && !q->dead && q->handle)
+            return lwspy_rx_message(wsi, pp, q, user, (const unsigned char *)in, len);
+    }
     if (r < LWSPY_NREASONS && (lwspy_always[r] || (pp && pp->want[r]))) {
         void *ctx_handle = lws_context_user(lws_get_context(wsi));
 
@@ -349,7 +454,7 @@ lwspy_trampoline(struct lws *wsi, enum lws_callback_reasons reason,
                            (lws_frame_is_binary(wsi) ? LWSPY_RX_BINARY : 0);
             lwspy_count_python++;
             n = _lwspy_callback(ctx_handle, pp ? pp->index : -1, wsi,
-                                (int)reason, user, (char *)in, len, rx_flags);
+                                (int)reason, (uintptr_t)user, (char *)in, len, rx_flags);
             if (n != LWSPY_DEFAULT)
                 return n;
         }
@@ -361,6 +466,31 @@ static lws_callback_function *
 lwspy_trampoline_ptr(void)
 {
     return lwspy_trampoline;
+}
+
+/*
+ * Context.run()'s loop, kept in C: lws_service() rounds until *attention is
+ * set (stop(), call_soon_threadsafe(), an exception to re-raise), lws fails,
+ * or Python must get a look in for its signal handlers (Ctrl-C): after a
+ * poll() interrupted by a signal, and at least every 10 ms.
+ */
+static int
+lwspy_run(struct lws_context *ctx, int *attention)
+{
+    struct timespec t0, t;
+
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    while (!__atomic_load_n(attention, __ATOMIC_ACQUIRE)) {
+        errno = 0;
+        if (lws_service(ctx, 0) < 0)
+            return -1;
+        if (errno == EINTR)
+            return 0;
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        if ((t.tv_sec - t0.tv_sec) * 1000000000L + (t.tv_nsec - t0.tv_nsec) >= 10000000L)
+            return 0;
+    }
+    return 0;
 }
 
 static void

@@ -18,6 +18,7 @@ static const int LWSPY_DEFAULT;
 extern unsigned char lwspy_always[128];
 
 lws_callback_function *lwspy_trampoline_ptr(void);
+int lwspy_run(struct lws_context *ctx, int *attention);
 void lwspy_info_init(struct lws_context_creation_info *info);
 void lwspy_log_install(int level);
 void lwspy_timer_schedule(struct lws_context *ctx, struct lwspy_timer *t, lws_usec_t us);
@@ -29,9 +30,13 @@ void lwspy_timer_cancel(struct lws_context *ctx, struct lwspy_timer *t);
 extern unsigned long long lwspy_count_in;
 extern unsigned long long lwspy_count_python;
 
+/* user is the session buffer's address (0 for NULL): Python compares it as an int. */
 extern "Python" int _lwspy_callback(void *ctx_handle, int proto_index, struct lws *wsi,
-                                    int reason, void *user, char *in, size_t len,
+                                    int reason, uintptr_t user, char *in, size_t len,
                                     int rx_flags);
+/* A whole received message, for protocols whose RECEIVE is joined in C. */
+extern "Python" int _lwspy_message(void *conn_handle, uintptr_t user, char *data, size_t len,
+                                   int binary);
 
 /* rx_flags for RECEIVE / CLIENT_RECEIVE, so Python needs no extra calls. */
 #define LWSPY_RX_FIRST 1
@@ -41,6 +46,8 @@ extern "Python" int _lwspy_callback(void *ctx_handle, int proto_index, struct lw
 void lwspy_txq_init(struct lwspy_txq *q);
 long long lwspy_txq_push(struct lwspy_txq *q, const unsigned char *payload, size_t len,
                          int flags, size_t limit);
+long long lwspy_send(struct lwspy_txq *q, struct lws *wsi, const unsigned char *payload,
+                     size_t len, int flags, size_t limit);
 int lwspy_txq_close(struct lwspy_txq *q, int code, const unsigned char *reason, size_t len);
 void lwspy_txq_kill(struct lwspy_txq *q);
 extern "Python" void _lwspy_log(int level, const char *line);

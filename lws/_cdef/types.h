@@ -127,6 +127,7 @@ struct lwspy_txq {
     int give_turn;      /* when emptied, one more WRITEABLE goes to Python */
     int client;         /* frames we build ourselves must be masked */
     size_t slice;       /* larger messages go out as fragments of this size */
+    void *handle;       /* the Connection (ffi.new_handle) for whole messages */
     ...;
 };
 
@@ -134,5 +135,7 @@ struct lwspy_txq {
 #define LWSPY_NREASONS 128
 struct lwspy_proto {
     int index;
+    int messages;         /* on_message without a raw RECEIVE: joined in C */
+    size_t max_message;   /* larger messages close the connection with 1009 */
     unsigned char want[128];
 };

@@ -168,9 +168,11 @@ class Connection:
         "_drain_cb",
         "_established",
         "_external",
+        "_fast",
         "_handle",
         "_http",
         "_key",
+        "_limit",
         "_lws_thread",
         "_rx_binary",
         "_rx_flags",
@@ -220,6 +222,9 @@ class Connection:
         self._closed = False
         self._destroyed = False
         self._established = False
+        # established, not closing, not destroyed: send() may take its fast path
+        self._fast = False
+        self._limit = 0  # the protocol's send_queue_limit, read once
         self._rx_parts: list[bytes] = []
         self._rx_size = 0
         self._rx_binary = False
@@ -355,6 +360,9 @@ class Connection:
                 return self._on_writeable(proto, reason)
             if reason == _ESTABLISHED or reason == _CLIENT_ESTABLISHED:
                 self._established = True
+                if proto is not None and not self._closing:
+                    self._fast = True
+                    self._limit = proto.send_queue_limit
                 # lws may have reset the wsi's opaque data since its creation
                 # (4.1 does on the ws upgrade): point it at the send queue now.
                 lib.lws_set_opaque_user_data(self._wsi, self._txq)
@@ -470,6 +478,7 @@ class Connection:
     def _close_now(self, code: int, reason: str) -> int:
         """Close from inside a callback: set the close frame, return -1 to lws."""
         self._closing = True
+        self._fast = False
         raw = reason.encode("utf-8")[:123]
         lib.lws_close_reason(self._wsi, code, raw, len(raw))
         return -1
@@ -485,6 +494,7 @@ class Connection:
     def _note_closed(self, proto: Protocol | None, reason: int, in_: Any) -> None:
         self._closed = True
         self._closing = True
+        self._fast = False
         if reason == _CONN_ERROR:
             self.error = ffi.string(ffi.cast("char *", in_)).decode("utf-8", "replace") \
                 if in_ != NULL else "connection failed"
@@ -495,6 +505,7 @@ class Connection:
     def _destroy(self, why: str = "the connection was destroyed (WSI_DESTROY)") -> None:
         self._closed = True
         self._destroyed = True
+        self._fast = False
         self._kill_view(why)
         if self._external is not None:
             view, self._external = self._external, None
@@ -544,10 +555,9 @@ class Connection:
             raise TypeError(f"send() takes str or a bytes-like object, not {type(data).__name__}")
         # The common case, on the lws thread in a handler, in one C call that
         # queues and asks for WRITEABLE; everything else goes to _enqueue.
-        if self._established and not self._closing and self.protocol is not None and \
-                _get_ident() == self._lws_thread.ident and not self._destroyed:
+        if self._fast and _get_ident() == self._lws_thread.ident:
             if lib.lwspy_send(self._txq, self._wsi, payload, len(payload), flags,
-                              self.protocol.send_queue_limit) >= 0:
+                              self._limit) >= 0:
                 return
         self._enqueue(payload, flags)
 
@@ -628,6 +638,7 @@ class Connection:
         if self._closing or self._closed:
             return
         self._closing = True
+        self._fast = False
         raw = reason.encode("utf-8")
         if lib.lwspy_txq_close(self._txq, code, raw, len(raw)) == 0:
             self._request_writeable()

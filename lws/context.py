@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections
 import itertools
 import logging
+import signal
 import threading
 import time
 import urllib.parse
@@ -87,6 +88,48 @@ def _lwspy_timer(ctx_handle: Any, timer_id: int) -> None:
             logger.critical("lws binding: internal error in timer", exc_info=exc)
         finally:
             return  # noqa: B012
+
+
+class _SignalWake:
+    """While run() is in C on the main thread, a signal wakes it (see binding.c).
+
+    Python runs signal handlers (Ctrl-C's KeyboardInterrupt) only between
+    bytecodes, so the C loop must come back to Python when one arrives.
+    Elsewhere it does nothing: Python handles signals on the main thread only.
+    """
+
+    __slots__ = ("_ctx", "_previous", "_w", "_wfd")
+
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
+        self._w: Any = None
+        self._wfd = -1
+        self._previous = -1
+
+    def __enter__(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        w = ffi.new("struct lwspy_sigwake *")
+        wfd = lib.lwspy_sigwake_start(w, self._ctx._ctx, self._ctx._attention)
+        if wfd < 0:
+            logger.warning("lws binding: no signal wake-up pipe; Ctrl-C waits for lws")
+            return
+        try:
+            self._previous = signal.set_wakeup_fd(wfd, warn_on_full_buffer=False)
+        except (ValueError, OSError):
+            lib.lwspy_sigwake_stop(w, wfd)
+            return
+        w.fwd = self._previous
+        self._w, self._wfd = w, wfd
+
+    def __exit__(self, *exc: object) -> None:
+        if self._w is None:
+            return
+        try:
+            signal.set_wakeup_fd(self._previous)
+        finally:
+            lib.lwspy_sigwake_stop(self._w, self._wfd)
+            self._w = None
 
 
 class TimerHandle:
@@ -426,16 +469,18 @@ class Context:
         with self._owning():
             try:
                 attention = self._attention
-                while not self._stop:
-                    # lws_service() rounds run in C until something needs Python
-                    # here; reset first, then look, so no wake-up is missed.
-                    attention[0] = 0
-                    if self._calls or self._pending is not None:
+                with _SignalWake(self):
+                    while not self._stop:
+                        # lws_service() rounds run in C until something needs
+                        # Python here; reset first, then look, so no wake-up is
+                        # missed.
+                        attention[0] = 0
+                        if self._calls or self._pending is not None:
+                            self._after_service()
+                            continue
+                        if lib.lwspy_run(self._ctx, attention) < 0:
+                            break
                         self._after_service()
-                        continue
-                    if lib.lwspy_run(self._ctx, attention) < 0:
-                        break
-                    self._after_service()
             finally:
                 self._stop = False  # a stop() before run() started still counts
 

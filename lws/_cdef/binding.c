@@ -2,10 +2,11 @@
 
 #include <libwebsockets.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
-#include <time.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define LWSPY_NREASONS 128
 
@@ -470,27 +471,87 @@ lwspy_trampoline_ptr(void)
 
 /*
  * Context.run()'s loop, kept in C: lws_service() rounds until *attention is
- * set (stop(), call_soon_threadsafe(), an exception to re-raise), lws fails,
- * or Python must get a look in for its signal handlers (Ctrl-C): after a
- * poll() interrupted by a signal, and at least every 10 ms.
+ * set (stop(), call_soon_threadsafe(), an exception to re-raise, a signal
+ * for Python's handlers: see lwspy_sigwake) or lws fails.
  */
 static int
 lwspy_run(struct lws_context *ctx, int *attention)
 {
-    struct timespec t0, t;
-
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    while (!__atomic_load_n(attention, __ATOMIC_ACQUIRE)) {
-        errno = 0;
+    while (!__atomic_load_n(attention, __ATOMIC_ACQUIRE))
         if (lws_service(ctx, 0) < 0)
             return -1;
-        if (errno == EINTR)
-            return 0;
-        clock_gettime(CLOCK_MONOTONIC, &t);
-        if ((t.tv_sec - t0.tv_sec) * 1000000000L + (t.tv_nsec - t0.tv_nsec) >= 10000000L)
-            return 0;
-    }
     return 0;
+}
+
+/*
+ * Signals while run() is in C: Python's C-level handler only notes the
+ * signal (its Python handler, e.g. KeyboardInterrupt, runs once we are back
+ * in Python) and writes a byte to the wakeup fd (signal.set_wakeup_fd), which
+ * is the write end of our pipe. A small thread waits on the read end, raises
+ * *attention and wakes lws' poll, so run() returns to Python at once; the
+ * bytes are passed on to the wakeup fd that was there before (fwd).
+ */
+struct lwspy_sigwake {
+    int rfd;
+    int fwd;
+    struct lws_context *ctx;
+    int *attention;
+    pthread_t thread;
+};
+
+static void *
+lwspy_sigwake_main(void *arg)
+{
+    struct lwspy_sigwake *w = (struct lwspy_sigwake *)arg;
+    unsigned char b[64];
+    ssize_t n;
+
+    for (;;) {
+        n = read(w->rfd, b, sizeof(b));
+        if (n == 0)
+            break; /* the write end was closed: run() is over */
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        if (w->fwd >= 0 && write(w->fwd, b, (size_t)n) < 0)
+            w->fwd = -1;
+        __atomic_store_n(w->attention, 1, __ATOMIC_RELEASE);
+        lws_cancel_service(w->ctx);
+    }
+    return NULL;
+}
+
+/* Returns the pipe's (non-blocking) write end for signal.set_wakeup_fd, or -1. */
+static int
+lwspy_sigwake_start(struct lwspy_sigwake *w, struct lws_context *ctx, int *attention)
+{
+    int fds[2];
+
+    if (pipe(fds) < 0)
+        return -1;
+    fcntl(fds[0], F_SETFD, FD_CLOEXEC);
+    fcntl(fds[1], F_SETFD, FD_CLOEXEC);
+    fcntl(fds[1], F_SETFL, fcntl(fds[1], F_GETFL) | O_NONBLOCK);
+    w->rfd = fds[0];
+    w->fwd = -1;
+    w->ctx = ctx;
+    w->attention = attention;
+    if (pthread_create(&w->thread, NULL, lwspy_sigwake_main, w)) {
+        close(fds[0]);
+        close(fds[1]);
+        return -1;
+    }
+    return fds[1];
+}
+
+static void
+lwspy_sigwake_stop(struct lwspy_sigwake *w, int wfd)
+{
+    close(wfd);
+    pthread_join(w->thread, NULL);
+    close(w->rfd);
 }
 
 static void

@@ -19,6 +19,8 @@ extern unsigned char lwspy_always[128];
 
 lws_callback_function *lwspy_trampoline_ptr(void);
 int lwspy_run(struct lws_context *ctx, int *attention);
+int lwspy_sigwake_start(struct lwspy_sigwake *w, struct lws_context *ctx, int *attention);
+void lwspy_sigwake_stop(struct lwspy_sigwake *w, int wfd);
 void lwspy_info_init(struct lws_context_creation_info *info);
 void lwspy_log_install(int level);
 void lwspy_timer_schedule(struct lws_context *ctx, struct lwspy_timer *t, lws_usec_t us);

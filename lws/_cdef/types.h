@@ -139,3 +139,9 @@ struct lwspy_proto {
     size_t max_message;   /* larger messages close the connection with 1009 */
     unsigned char want[128];
 };
+
+/* run()'s signal wake-up (binding.c): a pipe and the thread that watches it. */
+struct lwspy_sigwake {
+    int fwd;            /* the previous signal wakeup fd, or -1 */
+    ...;
+};

@@ -41,7 +41,6 @@ import asyncio
 import collections
 import contextlib
 import logging
-import select
 import threading
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable, Mapping
@@ -61,7 +60,6 @@ from .errors import (
 )
 from .http import Mount
 from .protocol import Protocol
-from .reasons import Reason
 from .session import Struct
 from .tls import ClientTLS, ServerTLS
 
@@ -124,6 +122,7 @@ class WebSocket:
         self._loop = runner.loop
         self.connection = conn
         self.mode = runner.mode
+        self._native = runner.mode == "native"  # lws on this thread: no lock needed
         self._messages: collections.deque[Message] = collections.deque()
         self._max_queue = max_queue
         self._write_limit = write_limit
@@ -195,6 +194,7 @@ class WebSocket:
                 logger.info("%r: no pong within %ss: closing", self, timeout)
                 with contextlib.suppress(ConnectionClosed):
                     self.connection.close(1011, "keepalive ping timeout")
+                self._runner.kick()
                 return
             except (ConnectionClosed, LwsError):
                 return
@@ -233,11 +233,14 @@ class WebSocket:
         Raises :class:`lws.ConnectionClosedOK` / :class:`lws.ConnectionClosedError`
         once the connection is closed and every received message was read.
         """
+        messages = self._messages
+        if self._native and messages and not self._paused:
+            return messages.popleft()  # the common case, nothing to wait for
         while True:
             with self._lock:
-                if self._messages:
-                    message = self._messages.popleft()
-                    resume = self._paused and len(self._messages) <= self._max_queue // 2
+                if messages:
+                    message = messages.popleft()
+                    resume = self._paused and len(messages) <= self._max_queue // 2
                     if resume:
                         self._paused = False
                     break
@@ -251,46 +254,74 @@ class WebSocket:
         if resume:
             with contextlib.suppress(ConnectionClosed):
                 self.connection.resume_reading()
+            self._runner.kick()
         return message
 
     def __aiter__(self) -> AsyncIterator[Message]:
-        return self._iterate()
+        return self
 
-    async def _iterate(self) -> AsyncIterator[Message]:
+    async def __anext__(self) -> Message:
+        """``async for message in ws``: ends quietly on a normal close."""
+        messages = self._messages
+        if self._native and messages and not self._paused:
+            return messages.popleft()
         try:
-            while True:
-                yield await self.recv()
+            return await self.recv()
         except ConnectionClosedOK:
-            return
+            raise StopAsyncIteration from None
 
     # -- sending ---------------------------------------------------------------
 
     async def send(self, message: Message | Iterable[Message]) -> None:
         """Send a message (``str`` text, bytes-like binary), or an iterable as fragments.
 
-        Waits while more than ``write_limit`` bytes are queued on the connection.
+        Once the message is queued, waits while more than ``write_limit``
+        bytes are queued on the connection (the peer is not reading).
         """
         if self._closed.done():
             raise self._closed_error()
-        while self.connection.queued_bytes > self._write_limit:
-            # The future exists before the re-check, so the drain either is
-            # seen here or wakes the future: no lost wake-up across threads.
-            self._drained = self._loop.create_future()
+        kind = type(message)
+        if kind is bytes or kind is str:
+            # The common case: queue it, then wait only if that passed the limit.
             try:
-                if self.connection.queued_bytes > self._write_limit:
-                    await self._drained
-            finally:
-                self._drained = None
-            if self._closed.done():
-                raise self._closed_error()
+                queued = self.connection.send(message)  # type: ignore[arg-type]
+            except ConnectionClosed:
+                await asyncio.shield(self._closed)
+                raise self._closed_error() from None
+            runner = self._runner
+            if not runner._kicked:
+                runner.kick()
+            if queued > self._write_limit:
+                await self._wait_drained()
+            return
+        await self._wait_drained()
         try:
             if isinstance(message, (str, bytes, bytearray, memoryview)):
                 self.connection.send(message)
             else:
                 self._send_fragments(list(message))
+            self._runner.kick()
         except ConnectionClosed:
             await asyncio.shield(self._closed)
             raise self._closed_error() from None
+
+    async def _wait_drained(self) -> None:
+        """Wait while more than ``write_limit`` bytes are queued on the connection."""
+        conn = self.connection
+        while conn.queued_bytes > self._write_limit:
+            # The queue's last write then hands lws' next WRITEABLE to Python
+            # (drained() wakes us). The future exists before the re-check, so
+            # the drain either is seen here or wakes it: no lost wake-up.
+            conn._txq.give_turn = 1
+            self._drained = self._loop.create_future()
+            try:
+                if conn.queued_bytes > self._write_limit:
+                    await self._drained
+            finally:
+                self._drained = None
+                conn._txq.give_turn = 0
+            if self._closed.done():
+                raise self._closed_error()
 
     def _send_fragments(self, parts: list[Message]) -> None:
         if not parts:
@@ -307,6 +338,7 @@ class WebSocket:
         fut: asyncio.Future[float] = self._loop.create_future()
         self._pongs.setdefault(bytes(data), []).append(fut)
         self.connection.ping(bytes(data))
+        self._runner.kick()
         return fut
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
@@ -314,6 +346,7 @@ class WebSocket:
         if not self._closed.done():
             with contextlib.suppress(ConnectionClosed):
                 self.connection.close(code, reason)
+            self._runner.kick()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self._closed),
                                        self._runner.close_timeout)
@@ -349,6 +382,18 @@ class _AsyncProtocol(Protocol):
         self._runner._on_open(self, conn)
 
     def on_message(self, conn: Connection, message: Message) -> None:
+        ws: WebSocket | None = conn._owner
+        if ws is not None and ws._native:
+            # lws runs on the loop's thread: hand the message over directly.
+            messages = ws._messages
+            messages.append(message)
+            if len(messages) > ws._max_queue and not ws._paused:
+                ws._paused = True
+                conn.pause_reading()
+            getter = ws._getter
+            if getter is not None and not getter.done():
+                getter.set_result(None)
+            return
         self._runner._on_message(conn, message)
 
     def on_receive_pong(self, conn: Connection, data: bytes) -> None:
@@ -386,7 +431,8 @@ class _Runner:
         self.owned_by_socket = False
         self.on_error: Callable[[Connection, str], None] | None = None
         self._thread: threading.Thread | None = None
-        self._watched: dict[int, int] = {}
+        self._watched: dict[int, int] = {}  # native mode: fd -> 1 reading | 2 writing
+        self._kicked = False
         self._tick: asyncio.TimerHandle | None = None
         self._thread_error: BaseException | None = None
         self._stopping = False
@@ -402,10 +448,10 @@ class _Runner:
     # -- starting and stopping -----------------------------------------------
 
     def start(self, protocols: list[Protocol], **ctx_options: Any) -> Context:
-        hook = self._on_poll if self.mode == "native" else None
-        self.ctx = Context(protocols, _poll_hook=hook, **ctx_options)
+        self.ctx = Context(protocols, _native=self.mode == "native", **ctx_options)
         if self.mode == "native":
             self.ctx._lws_thread.ident = threading.get_ident()  # lws lives on this loop
+            self._sync()
             self._schedule_tick(0)
         else:
             self._thread = threading.Thread(target=self._run_thread, name="lws-service",
@@ -438,6 +484,7 @@ class _Runner:
             if not ws.closed:
                 with contextlib.suppress(ConnectionClosed, LwsError):
                     ws.connection.close(1001, "going away")
+        self.kick()
         if self.sockets:
             waits = [asyncio.shield(ws._closed) for ws in self.sockets.values()]
             with contextlib.suppress(asyncio.TimeoutError):
@@ -469,35 +516,59 @@ class _Runner:
 
     # -- native mode: the loop watches lws' sockets ---------------------------
 
-    def _on_poll(self, reason: int, fd: int, events: int) -> None:
-        if reason == int(Reason.DEL_POLL_FD):
-            self._unwatch(fd)
+    def _sync(self) -> None:
+        """Make the loop watch what lws wants watched (C noted the changes)."""
+        ctx = self.ctx
+        ps = ctx._pollset if ctx is not None else None
+        if ps is None or not ps.nchanged:
             return
-        old = self._watched.get(fd, 0)
-        if (events & select.POLLIN) and not (old & select.POLLIN):
-            self.loop.add_reader(fd, self._service)
-        elif not (events & select.POLLIN) and (old & select.POLLIN):
-            self.loop.remove_reader(fd)
-        if (events & select.POLLOUT) and not (old & select.POLLOUT):
-            self.loop.add_writer(fd, self._service)
-        elif not (events & select.POLLOUT) and (old & select.POLLOUT):
-            self.loop.remove_writer(fd)
-        self._watched[fd] = events & (select.POLLIN | select.POLLOUT)
+        loop, watched, events, changed = self.loop, self._watched, ps.events, ps.changed
+        for i in range(ps.nchanged):
+            fd = changed[i]
+            want = events[fd]
+            old = watched.get(fd, 0)
+            if want & 1 and not old & 1:
+                loop.add_reader(fd, self._service)
+            elif old & 1 and not want & 1:
+                loop.remove_reader(fd)
+            # After a service, POLLOUT is still wanted only where the socket
+            # is full: then the loop waits for it to drain.
+            if want & 2 and not old & 2:
+                loop.add_writer(fd, self._service)
+            elif old & 2 and not want & 2:
+                loop.remove_writer(fd)
+            if want:
+                watched[fd] = want
+            else:
+                watched.pop(fd, None)
+        lib.lwspy_pollset_synced(ps)
+        if ps.failed:
+            raise LwsError("out of memory tracking lws' sockets")
+
+    def kick(self) -> None:
+        """Native mode: output was queued from the loop; let lws write it soon (once)."""
+        if self.mode == "native" and not self._kicked:
+            self._kicked = True
+            self.loop.call_soon(self._service)
 
     def _unwatch(self, fd: int) -> None:
         old = self._watched.pop(fd, 0)
-        if old & select.POLLIN:
+        if old & 1:
             self.loop.remove_reader(fd)
-        if old & select.POLLOUT:
+        if old & 2:
             self.loop.remove_writer(fd)
 
     def _service(self) -> None:
+        self._kicked = False
         ctx = self.ctx
         if ctx is None or ctx.closed:
             return
         try:
-            lib.lws_service(ctx._ctx, -1)  # lws polls its own fds without waiting
+            # lws polls its own sockets without waiting, in rounds, in C,
+            # while queued output still goes out (lwspy_native_service).
+            lib.lwspy_native_service(ctx._ctx, ctx._pollset)
             ctx._after_service()
+            self._sync()
         except BaseException as exc:
             self.loop.call_exception_handler({"message": "lws service failed",
                                               "exception": exc})
@@ -537,6 +608,7 @@ class _Runner:
         else:
             ws.subprotocol = self.client_subprotocol
         self.sockets[conn] = ws
+        conn._owner = ws
         def drained() -> None:  # lws thread: wake a send() only if one waits
             if ws._drained is not None:
                 self._to_loop(ws._on_drain)
@@ -560,6 +632,7 @@ class _Runner:
     def _on_close(self, conn: Connection) -> None:
         self.pending_requests.pop(conn, None)
         ws = self.sockets.pop(conn, None)
+        conn._owner = None
         if ws is None:
             return
         conn._drain_cb = None
@@ -788,6 +861,7 @@ class connect:
         try:
             if runner.mode == "native":
                 ctx.connect(self._uri, proto, **connect_kw)
+                runner.kick()
             else:
                 started: asyncio.Future[None] = loop.create_future()
 

@@ -174,6 +174,7 @@ class Connection:
         "_key",
         "_limit",
         "_lws_thread",
+        "_owner",
         "_rx_binary",
         "_rx_flags",
         "_rx_parts",
@@ -238,6 +239,7 @@ class Connection:
         self._why = ""
         self._http: Any = None  # the HTTP transaction being served (lws.http)
         self._drain_cb: Any = None  # called on the lws thread when the send queue empties
+        self._owner: Any = None  # the higher layer's object for this connection (lws.asyncio)
 
     # -- identity -------------------------------------------------------
 
@@ -530,13 +532,14 @@ class Connection:
 
     # -- sending ----------------------------------------------------------
 
-    def send(self, data: bytes | bytearray | memoryview | str) -> None:
+    def send(self, data: bytes | bytearray | memoryview | str) -> int:
         """Queue one whole message: ``str`` goes as text, bytes-like as binary.
 
         Safe from any thread. The queue is drained one ``lws_write`` per
-        WRITEABLE callback, as lws requires. Raises :class:`lws.SendQueueFull`
-        past ``Protocol.send_queue_limit`` and :class:`lws.ConnectionClosed`
-        once the connection is closing.
+        WRITEABLE callback, as lws requires. Returns the bytes now queued on
+        the connection (for your own backpressure). Raises
+        :class:`lws.SendQueueFull` past ``Protocol.send_queue_limit`` and
+        :class:`lws.ConnectionClosed` once the connection is closing.
         """
         kind = type(data)
         if kind is bytes:
@@ -556,10 +559,11 @@ class Connection:
         # The common case, on the lws thread in a handler, in one C call that
         # queues and asks for WRITEABLE; everything else goes to _enqueue.
         if self._fast and _get_ident() == self._lws_thread.ident:
-            if lib.lwspy_send(self._txq, self._wsi, payload, len(payload), flags,
-                              self._limit) >= 0:
-                return
-        self._enqueue(payload, flags)
+            queued: int = lib.lwspy_send(self._txq, self._wsi, payload, len(payload), flags,
+                                         self._limit)
+            if queued >= 0:
+                return queued
+        return self._enqueue(payload, flags)
 
     def send_fragment(self, data: bytes | str, *, first: bool, final: bool,
                       binary: bool | None = None) -> None:
@@ -585,7 +589,7 @@ class Connection:
             raise ValueError("a ping payload is at most 125 bytes")
         self._enqueue(bytes(data), _WRITE_PING)
 
-    def _enqueue(self, payload: bytes, flags: int) -> None:
+    def _enqueue(self, payload: bytes, flags: int) -> int:
         if self._closing or self._closed:
             raise ConnectionClosed(f"{self!r} is closing", self.close_code, self.close_reason)
         n = len(payload)
@@ -607,6 +611,7 @@ class Connection:
             raise MemoryError(f"no memory to queue {n} bytes")
         if self._established and not here:
             self._request_writeable()
+        return int(queued)
 
     def _request_writeable(self) -> None:
         if self._ctx._on_lws_thread():

@@ -60,8 +60,6 @@ _FILTERS = frozenset(int(r) for r in (Reason.FILTER_PROTOCOL_CONNECTION,
 _WAIT_CANCELLED = int(Reason.EVENT_WAIT_CANCELLED)
 _RECEIVE = int(Reason.RECEIVE)
 _CLIENT_RECEIVE = int(Reason.CLIENT_RECEIVE)
-_POLL_FD = frozenset(int(r) for r in (Reason.ADD_POLL_FD, Reason.DEL_POLL_FD,
-                                      Reason.CHANGE_MODE_POLL_FD))
 _CLOSE_TIMEOUT = 2.0
 
 
@@ -182,12 +180,12 @@ class Context:
         timeout_secs: int = DEFAULT_TIMEOUT_SECS,
         keepalive_timeout: int = DEFAULT_KEEPALIVE_TIMEOUT,
         pt_serv_buf_size: int = 0,
-        _poll_hook: Callable[[int, int, int], None] | None = None,
+        _native: bool = False,
     ) -> None:
         self._ctx: Any = NULL
-        # Set by an outside loop driving lws (lws.asyncio's native mode):
-        # gets (reason, fd, events) for ADD/DEL/CHANGE_MODE_POLL_FD.
-        self._poll_hook = _poll_hook
+        # lws.asyncio's native mode: C keeps the sockets lws wants watched
+        # (ADD/DEL/CHANGE_MODE_POLL_FD) in this pollset; the loop syncs from it.
+        self._pollset: Any = ffi.new("struct lwspy_pollset *") if _native else None
         self._closed = True
         self.state: Any = state
         self.close_on_error = close_on_error
@@ -210,6 +208,10 @@ class Context:
         self._client_buffers: dict[int, Any] = {}
         self._wake: Any = None
         self._handle = ffi.new_handle(self)
+        self._cx = ffi.new("struct lwspy_ctx *")  # the lws context's user pointer
+        self._cx.handle = self._handle
+        if self._pollset is not None:
+            self._cx.pollset = self._pollset
 
         info = ffi.new("struct lws_context_creation_info *")
         lib.lwspy_info_init(info)
@@ -221,7 +223,7 @@ class Context:
             info.options |= lib.LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT
         if validate_utf8:
             info.options |= lib.LWS_SERVER_OPTION_VALIDATE_UTF8
-        info.user = self._handle
+        info.user = self._cx
         with _log.capture() as lines:
             self._ctx = lib.lws_create_context(info)
         if self._ctx == NULL:
@@ -320,11 +322,6 @@ class Context:
                   rx_flags: int = 0) -> int:
         proto = self._protocols[pi] if pi >= 0 else None
         if reason in _NO_CONN:
-            if reason in _POLL_FD and self._poll_hook is not None:
-                args = ffi.cast("struct lws_pollargs *", in_)
-                self._poll_hook(reason, args.fd, args.events)
-                if proto is None or reason not in proto._handlers:
-                    return 0
             if proto is None:
                 return DEFAULT
             result = self._call_handlers(proto, None, reason, in_, len_)
@@ -791,6 +788,8 @@ class Context:
         self._release()
 
     def _release(self) -> None:
+        if self._pollset is not None:
+            lib.lwspy_pollset_free(self._pollset)  # lws is gone: no more POLL_FD reasons
         for p in self._protocols:
             p._context = None
             p._vhost = None

@@ -184,9 +184,6 @@ class Vhost:
         extra: set[int] = set()
         if self.allowed_origins is not None:
             extra.add(int(Reason.FILTER_PROTOCOL_CONNECTION))
-        if self.context._poll_hook is not None:
-            extra.update(int(r) for r in (Reason.ADD_POLL_FD, Reason.DEL_POLL_FD,
-                                          Reason.CHANGE_MODE_POLL_FD))
         return frozenset(extra)
 
     def _mount_list(self, mounts: list[Mount]) -> Any:

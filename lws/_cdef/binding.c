@@ -51,6 +51,28 @@ struct lwspy_txq {
     int rx_binary;
 };
 
+/*
+ * lws.asyncio's native mode: lws' sockets as the loop must watch them, kept
+ * here so that the POLLOUT toggles of every send and every write (one pair per
+ * message) never reach Python. Python syncs the loop's readers and writers
+ * from `changed` after each call into lws.
+ */
+struct lwspy_pollset {
+    int cap;                /* fds covered by events[] and listed[] */
+    unsigned char *events;  /* per fd: 1 = POLLIN wanted, 2 = POLLOUT wanted */
+    unsigned char *listed;  /* per fd: already in changed[] */
+    int *changed;           /* fds whose events changed since the last sync */
+    int nchanged;
+    int want_out;           /* fds with POLLOUT wanted */
+    int failed;             /* no memory to track an fd: the loop must fall back */
+};
+
+/* What the lws context's user pointer points to. */
+struct lwspy_ctx {
+    void *handle;                   /* the Python Context (ffi.new_handle) */
+    struct lwspy_pollset *pollset;  /* native mode only */
+};
+
 #define LWSPY_RX_FIRST 1
 #define LWSPY_RX_FINAL 2
 #define LWSPY_RX_BINARY 4
@@ -120,6 +142,7 @@ static const int LWSPY_HAS_SERVER = 1;
 static const int LWSPY_DEFAULT = 0x4c575350;
 
 unsigned char lwspy_always[LWSPY_NREASONS];
+unsigned long long lwspy_count_writeable;
 unsigned long long lwspy_count_in;
 unsigned long long lwspy_count_python;
 
@@ -415,6 +438,97 @@ lwspy_rx_message(struct lws *wsi, struct lwspy_proto *pp, struct lwspy_txq *q,
     return n;
 }
 
+static int
+lwspy_pollset_grow(struct lwspy_pollset *ps, int fd)
+{
+    int cap = ps->cap ? ps->cap : 256;
+    unsigned char *ev, *li;
+    int *ch;
+
+    while (cap <= fd)
+        cap *= 2;
+    ev = realloc(ps->events, (size_t)cap);
+    if (!ev)
+        return -1;
+    ps->events = ev;
+    li = realloc(ps->listed, (size_t)cap);
+    if (!li)
+        return -1;
+    ps->listed = li;
+    ch = realloc(ps->changed, (size_t)cap * sizeof(int));
+    if (!ch)
+        return -1;
+    ps->changed = ch;
+    memset(ev + ps->cap, 0, (size_t)(cap - ps->cap));
+    memset(li + ps->cap, 0, (size_t)(cap - ps->cap));
+    ps->cap = cap;
+    return 0;
+}
+
+static void
+lwspy_pollset_note(struct lwspy_pollset *ps, const struct lws_pollargs *a, int gone)
+{
+    unsigned char ev;
+
+    if (a->fd < 0)
+        return;
+    if (a->fd >= ps->cap && lwspy_pollset_grow(ps, a->fd)) {
+        ps->failed = 1;
+        return;
+    }
+    ev = gone ? 0 : (unsigned char)(((a->events & LWS_POLLIN) ? 1 : 0) |
+                                    ((a->events & LWS_POLLOUT) ? 2 : 0));
+    ps->want_out += ((ev & 2) != 0) - ((ps->events[a->fd] & 2) != 0);
+    ps->events[a->fd] = ev;
+    if (!ps->listed[a->fd]) {
+        ps->listed[a->fd] = 1;
+        ps->changed[ps->nchanged++] = a->fd;
+    }
+}
+
+/* Python has applied `changed` to the loop. */
+static void
+lwspy_pollset_synced(struct lwspy_pollset *ps)
+{
+    int i;
+
+    for (i = 0; i < ps->nchanged; i++)
+        ps->listed[ps->changed[i]] = 0;
+    ps->nchanged = 0;
+}
+
+static void
+lwspy_pollset_free(struct lwspy_pollset *ps)
+{
+    free(ps->events);
+    free(ps->listed);
+    free(ps->changed);
+    memset(ps, 0, sizeof(*ps));
+}
+
+/*
+ * Native mode's service: lws_service() rounds that do not wait (lws polls its
+ * own sockets), repeated while some socket wants POLLOUT and the last round
+ * still wrote (one lws_write per WRITEABLE: 16 queued messages take 16
+ * rounds). A socket that stays full is left in `changed` for the loop to
+ * watch for real.
+ */
+static int
+lwspy_native_service(struct lws_context *ctx, struct lwspy_pollset *ps)
+{
+    int i;
+
+    for (i = 0; i < 256; i++) {
+        unsigned long long before = lwspy_count_writeable;
+
+        if (lws_service(ctx, -1) < 0)
+            return -1;
+        if (!ps->want_out || lwspy_count_writeable == before)
+            break;
+    }
+    return 0;
+}
+
 /*
  * Every protocol's callback. A reason enters Python only if the protocol's
  * handlers want it or the binding's bookkeeping needs it; everything else
@@ -431,9 +545,20 @@ lwspy_trampoline(struct lws *wsi, enum lws_callback_reasons reason,
     int n, rx_flags = 0;
 
     lwspy_count_in++;
+    if (reason == LWS_CALLBACK_ADD_POLL_FD || reason == LWS_CALLBACK_DEL_POLL_FD ||
+        reason == LWS_CALLBACK_CHANGE_MODE_POLL_FD) {
+        struct lws_context *lc = lws_get_context(wsi);
+        struct lwspy_ctx *cx = lc ? (struct lwspy_ctx *)lws_context_user(lc) : NULL;
+
+        if (cx && cx->pollset)
+            lwspy_pollset_note(cx->pollset, (const struct lws_pollargs *)in,
+                               reason == LWS_CALLBACK_DEL_POLL_FD);
+    }
     if (pp && (reason == LWS_CALLBACK_SERVER_WRITEABLE ||
                reason == LWS_CALLBACK_CLIENT_WRITEABLE)) {
         struct lwspy_txq *q = (struct lwspy_txq *)lws_get_opaque_user_data(wsi);
+
+        lwspy_count_writeable++;
 
         if (q && !q->dead && lwspy_txq_drain(wsi, q, &n))
             return n;
@@ -446,7 +571,8 @@ lwspy_trampoline(struct lws *wsi, enum lws_callback_reasons reason,
             return lwspy_rx_message(wsi, pp, q, user, (const unsigned char *)in, len);
     }
     if (r < LWSPY_NREASONS && (lwspy_always[r] || (pp && pp->want[r]))) {
-        void *ctx_handle = lws_context_user(lws_get_context(wsi));
+        struct lwspy_ctx *cx = (struct lwspy_ctx *)lws_context_user(lws_get_context(wsi));
+        void *ctx_handle = cx ? cx->handle : NULL;
 
         if (ctx_handle) {
             if (reason == LWS_CALLBACK_RECEIVE || reason == LWS_CALLBACK_CLIENT_RECEIVE)

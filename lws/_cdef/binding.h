@@ -19,6 +19,10 @@ extern unsigned char lwspy_always[128];
 
 lws_callback_function *lwspy_trampoline_ptr(void);
 int lwspy_run(struct lws_context *ctx, int *attention);
+int lwspy_native_service(struct lws_context *ctx, struct lwspy_pollset *ps);
+void lwspy_pollset_synced(struct lwspy_pollset *ps);
+void lwspy_pollset_free(struct lwspy_pollset *ps);
+extern unsigned long long lwspy_count_writeable;
 int lwspy_sigwake_start(struct lwspy_sigwake *w, struct lws_context *ctx, int *attention);
 void lwspy_sigwake_stop(struct lwspy_sigwake *w, int wfd);
 void lwspy_info_init(struct lws_context_creation_info *info);

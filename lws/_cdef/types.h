@@ -145,3 +145,19 @@ struct lwspy_sigwake {
     int fwd;            /* the previous signal wakeup fd, or -1 */
     ...;
 };
+
+/* lws.asyncio's native mode: the sockets the loop must watch (binding.c). */
+struct lwspy_pollset {
+    unsigned char *events;  /* per fd: 1 = POLLIN wanted, 2 = POLLOUT wanted */
+    int *changed;           /* fds whose events changed since the last sync */
+    int nchanged;
+    int want_out;
+    int failed;
+    ...;
+};
+
+/* The lws context's user pointer. */
+struct lwspy_ctx {
+    void *handle;
+    struct lwspy_pollset *pollset;
+};

@@ -45,7 +45,7 @@ $(LWS435)/lib/pkgconfig/libwebsockets.pc: vendor/build-lws.sh
 	@bash vendor/build-lws.sh
 
 $(VENV435)/.installed: deps $(LWS435)/lib/pkgconfig/libwebsockets.pc pyproject.toml setup.py \
-                       build_lws.py $(wildcard lws/_cdef/*)
+                       build_lws.py $(wildcard lws/_cdef/* lws/*.py lws/demo_site/*)
 	@echo "make: creating $(VENV435) and installing lws-cffi against lws 4.3.5"
 	@[ -x $(VENV435)/bin/python ] || $(PYTHON) -m venv $(VENV435)
 	@$(VENV435)/bin/python -m pip install -q --upgrade pip

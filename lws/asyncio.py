@@ -136,6 +136,7 @@ class WebSocket:
         self.close_code: int | None = None
         self.close_reason = ""
         self._lock = threading.Lock()  # guards _messages/_paused between lws and loop threads
+        self._wake_pending = False  # thread mode: a wake-up is on its way to the loop
         self._keepalive: asyncio.Task[None] | None = None
 
     # -- properties -----------------------------------------------------------
@@ -157,7 +158,10 @@ class WebSocket:
 
     # -- events from lws (called on the loop thread) ----------------------------
 
-    def _on_message(self, message: Message) -> None:
+    def _on_message(self, message: Message | None = None) -> None:
+        if not self._native:
+            with self._lock:
+                self._wake_pending = False
         getter = self._getter
         if getter is not None and not getter.done():
             getter.set_result(None)
@@ -627,7 +631,11 @@ class _Runner:
             if len(ws._messages) > ws._max_queue and not ws._paused:
                 ws._paused = True
                 conn.pause_reading()  # on the lws thread: takes effect at once
-        self._to_loop(ws._on_message, message)
+            # One wake-up crosses to the loop for a burst of messages.
+            wake = not ws._wake_pending
+            ws._wake_pending = True
+        if wake:
+            self._to_loop(ws._on_message)
 
     def _on_close(self, conn: Connection) -> None:
         self.pending_requests.pop(conn, None)

@@ -185,6 +185,7 @@ class Connection:
         "_txq",
         "_view",
         "_why",
+        "_wr_scheduled",
         "_wsi",
         "close_code",
         "close_reason",
@@ -240,6 +241,7 @@ class Connection:
         self._http: Any = None  # the HTTP transaction being served (lws.http)
         self._drain_cb: Any = None  # called on the lws thread when the send queue empties
         self._owner: Any = None  # the higher layer's object for this connection (lws.asyncio)
+        self._wr_scheduled = False  # a WRITEABLE request is on its way to the lws thread
 
     # -- identity -------------------------------------------------------
 
@@ -615,9 +617,12 @@ class Connection:
 
     def _request_writeable(self) -> None:
         if self._ctx._on_lws_thread():
+            self._wr_scheduled = False  # before the request: a later send schedules anew
             if not self._destroyed:
                 lib.lws_callback_on_writable(self._wsi)
-        else:
+        elif not self._wr_scheduled:
+            # One hop to the lws thread covers every send queued before it runs.
+            self._wr_scheduled = True
             self._ctx.call_soon_threadsafe(self._request_writeable)
 
     def write(self, data: bytes, flags: int | None = None) -> int:

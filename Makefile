@@ -127,7 +127,7 @@ $(VENV435)/.bench-installed: $(VENV435)/.installed
 
 .PHONY: bench bench-guard
 bench: $(VENV)/.bench-installed $(VENV435)/.bench-installed
-	@$(VENV)/bin/python bench/run.py --python435 $(VENV435)/bin/python \
+	@$(VENV)/bin/python bench/run.py --python435 $(CURDIR)/$(VENV435)/bin/python \
 	  --prefix435 $(LWS435) $(BENCH_ARGS)
 
 bench-guard: $(VENV)/.bench-installed

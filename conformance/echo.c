@@ -24,7 +24,8 @@
  *       asks /getCaseCount, runs /runCase?case=i&agent=NAME for every case
  *       (each bounded by --case-timeout), then calls /updateReports.
  *
- * Other options: --queue-limit BYTES (default 64 MiB), -d LOGLEVEL (lws log
+ * Other options: --rx-buffer BYTES (lws' read size: pt_serv_buf_size and the
+ * protocol's rx_buffer_size; default lws' own, 4096), --queue-limit BYTES (default 64 MiB), -d LOGLEVEL (lws log
  * bitmask, default errors and warnings).
  */
 
@@ -345,7 +346,7 @@ callback_echo(struct lws *wsi, enum lws_callback_reasons reason, void *user,
 	return 0;
 }
 
-static const struct lws_protocols protocols[] = {
+static struct lws_protocols protocols[] = {
 	{ "echo", callback_echo, sizeof(struct session), 0, 0, NULL, 0 },
 	{ NULL, NULL, 0, 0, 0, NULL, 0 }
 };
@@ -371,7 +372,7 @@ static void
 usage(FILE *f)
 {
 	fprintf(f,
-		"usage: echo [--host H] [--port N] [--deflate] [--queue-limit BYTES] [-d LEVEL]\n"
+		"usage: echo [--host H] [--port N] [--deflate] [--rx-buffer BYTES] [--queue-limit BYTES] [-d LEVEL]\n"
 		"       echo --client [--host H] --port N [--deflate] [--agent NAME]\n"
 		"            [--case-timeout SECONDS] [--cases FIRST-LAST]\n");
 }
@@ -388,15 +389,17 @@ main(int argc, char **argv)
 		{ "case-timeout", required_argument, NULL, 't' },
 		{ "cases", required_argument, NULL, 'C' },
 		{ "queue-limit", required_argument, NULL, 'q' },
+		{ "rx-buffer", required_argument, NULL, 'r' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 }
 	};
 	struct lws_context_creation_info info, vinfo;
 	int deflate = 0, client = 0, logs = LLL_ERR | LLL_WARN, opt;
+	unsigned int rx_buffer = 0;
 	struct in_addr a4;
 	char *dash;
 
-	while ((opt = getopt_long(argc, argv, "H:p:zca:t:C:q:d:h", opts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "H:p:zca:t:C:q:r:d:h", opts, NULL)) != -1) {
 		switch (opt) {
 		case 'H': host = optarg; break;
 		case 'p': port = atoi(optarg); break;
@@ -405,6 +408,7 @@ main(int argc, char **argv)
 		case 'a': agent = optarg; break;
 		case 't': case_timeout = atoi(optarg); break;
 		case 'q': queue_limit = (size_t)strtoull(optarg, NULL, 10); break;
+		case 'r': rx_buffer = (unsigned int)strtoul(optarg, NULL, 10); break;
 		case 'd': logs = atoi(optarg); break;
 		case 'C':
 			first_case = atoi(optarg);
@@ -429,6 +433,8 @@ main(int argc, char **argv)
 	info.port = CONTEXT_PORT_NO_LISTEN;
 	info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS |
 		       LWS_SERVER_OPTION_VALIDATE_UTF8;
+	info.pt_serv_buf_size = rx_buffer;
+	protocols[0].rx_buffer_size = rx_buffer;
 	context = lws_create_context(&info);
 	if (!context) {
 		fprintf(stderr, "echo: lws_create_context failed\n");

@@ -60,8 +60,13 @@ def _echo(args: argparse.Namespace) -> int:
     if (args.cert is None) != (args.key is None):
         raise ValueError("--cert and --key go together")
     tls = ServerTLS(args.cert, args.key) if args.cert else None
-    with Context([EchoServer()], port=args.port, host=args.host, tls=tls,
-                 permessage_deflate=args.deflate) as ctx:
+    proto = EchoServer()
+    if args.rx_buffer:
+        # lws reads at most this much per socket event (pt_serv_buf_size) and
+        # hands the protocol chunks of it (rx_buffer_size).
+        proto = type("EchoServer", (EchoServer,), {"rx_buffer_size": args.rx_buffer})()
+    with Context([proto], port=args.port, host=args.host, tls=tls,
+                 permessage_deflate=args.deflate, pt_serv_buf_size=args.rx_buffer) as ctx:
         scheme = "wss" if tls else "ws"
         print(f"echo server on {scheme}://{args.host or '0.0.0.0'}:{ctx.port}/", flush=True)
         try:
@@ -221,6 +226,16 @@ def _port(text: str) -> int:
     return port
 
 
+def _size(text: str) -> int:
+    try:
+        size = int(text)
+    except ValueError:
+        size = -1
+    if not 0 <= size <= 16 << 20:
+        raise argparse.ArgumentTypeError(f"expected a byte count 0..16777216, got {text!r}")
+    return size
+
+
 def _ws_url(text: str) -> str:
     parts = urllib.parse.urlsplit(text)
     if parts.scheme not in ("ws", "wss") or not parts.hostname:
@@ -242,6 +257,9 @@ def main(argv: list[str] | None = None) -> int:
     echo.add_argument("--cert", default=None, help="TLS certificate (PEM): serve wss://")
     echo.add_argument("--key", default=None, help="TLS private key (PEM), with --cert")
     echo.add_argument("--deflate", action="store_true", help="offer permessage-deflate")
+    echo.add_argument("--rx-buffer", type=_size, default=0, metavar="BYTES",
+                      help="lws' read size (pt_serv_buf_size, rx_buffer_size); "
+                           "default lws' own (4096)")
     demo = sub.add_parser(
         "demo", help="a chat room in the browser, on the native stack",
         description="Serve a chat room: lws serves the page from a mount, the lws-chat "

@@ -224,6 +224,9 @@ class Context:
         if validate_utf8:
             info.options |= lib.LWS_SERVER_OPTION_VALIDATE_UTF8
         info.user = self._cx
+        # lws reads and sends at most this much per socket event (0: 4096).
+        info.pt_serv_buf_size = pt_serv_buf_size
+        self._io_size = pt_serv_buf_size or 4096
         with _log.capture() as lines:
             self._ctx = lib.lws_create_context(info)
         if self._ctx == NULL:

@@ -85,6 +85,10 @@ class Protocol:
     ``tx_fragment_size``
         Messages longer than this (default 64 KiB) go out as fragments of
         this size, one per WRITEABLE, as lws recommends (0: never split).
+        Never larger than what lws sends in one write (``tx_packet_size``,
+        else ``rx_buffer_size``, else the context's ``pt_serv_buf_size``,
+        4096 by default): lws would copy the rest aside and send it over
+        the next WRITEABLEs anyway.
     ``raw_reasons``
         With a raw ``callback``: the reasons it wants (default: all).
 

@@ -259,3 +259,29 @@ def test_echo_over_tls_with_deflate(tmp_path: Path) -> None:
     bad = subprocess.run([sys.executable, "-m", "lws", "echo", "--cert", "x.pem"],
                          capture_output=True, text=True, timeout=30)
     assert bad.returncode == 1 and "go together" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_echo_rx_buffer_sets_lws_read_size() -> None:
+    """``--rx-buffer``: lws' read size (as the C echo's); a 1 MiB message still echoes whole."""
+    proc = subprocess.Popen([*LWS, "echo", "--port", "0", "--rx-buffer", "65536"],
+                            stdout=subprocess.PIPE, text=True, env=ENV)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("echo server on ws://"), line
+        url = line.split()[-1]
+        payload = os.urandom(1 << 20)
+        with ws_connect(url, subprotocols=["echo"], max_size=None) as ws:
+            ws.send(payload)
+            assert ws.recv(timeout=20) == payload
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.mark.parametrize("size", ["-5", "lots", "99999999"])
+def test_echo_rx_buffer_must_be_a_size(size: str) -> None:
+    done = subprocess.run([*LWS, "echo", "--rx-buffer", size], capture_output=True, text=True,
+                          env=ENV, timeout=30)
+    assert done.returncode == 2
+    assert done.stderr.startswith("usage:") and "expected a byte count" in done.stderr

@@ -401,11 +401,16 @@ lwspy_rx_message(struct lws *wsi, struct lwspy_proto *pp, struct lwspy_txq *q,
     }
     if (!final || q->rx_active) {
         if (q->rx_len + len > q->rx_cap) {
+            /* Room for the rest of this frame at once (lws knows its length;
+             * compressed or fragmented messages may still grow past it). */
+            size_t need = q->rx_len + len + lws_remaining_packet_payload(wsi);
             size_t cap = q->rx_cap ? q->rx_cap : 4096;
             unsigned char *grown;
 
-            while (cap < q->rx_len + len)
+            while (cap < need)
                 cap *= 2;
+            if (need > 65536 && cap > need && !q->rx_len)
+                cap = need; /* a big single frame: exactly its size */
             grown = realloc(q->rx, cap);
             if (!grown) {
                 lwsl_err("lws binding: no memory for a %zu-byte message\n", q->rx_len + len);

@@ -1,7 +1,7 @@
 """The binding's side of the conformance runs: an echo server and an echo client.
 
-    python conformance/binding_peer.py server [--host H] [--port N] [--deflate]
-    python conformance/binding_peer.py client --port N [--host H] [--deflate]
+    python conformance/binding_peer.py server [--host H] [--port N] [--deflate] [--api A]
+    python conformance/binding_peer.py client --port N [--host H] [--deflate] [--api A]
         [--agent NAME] [--case-timeout SECONDS] [--cases FIRST-LAST]
 
 ``server`` runs the protocol of ``python -m lws echo`` (``lws.__main__.EchoServer``,
@@ -10,6 +10,11 @@ the same class, so the CLI's echo server is what is tested) and prints
 (``kosoku -m fuzzingserver``): it asks ``/getCaseCount``, echoes every case
 ``/runCase?case=i&agent=NAME`` (each bounded by ``--case-timeout``), then
 calls ``/updateReports``. Both exit 0 on SIGTERM/SIGINT or when done.
+
+``--api asyncio`` runs the same echo through :mod:`lws.asyncio` instead
+(``serve()`` / ``connect()``, ``async for message in ws: await ws.send(message)``,
+in the mode the build picks); ``--api callback`` (the default) is the
+callback API.
 
 ``--deflate`` needs the binding's permessage-deflate option (see
 :func:`deflate_status`); without it the script exits with status 3 and says why.
@@ -22,6 +27,7 @@ interpreter uses, never a source tree by accident.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import inspect
 import signal
 import sys
@@ -154,6 +160,77 @@ def run_client(host: str, port: int, deflate: bool, agent: str, case_timeout: in
     return 1 if failures else 0
 
 
+# -- the same through lws.asyncio ------------------------------------------------
+
+
+def _asyncio_echo_options(deflate: bool) -> dict[str, Any]:
+    # As the callback echo: big messages, no keepalive pings of our own.
+    return {"max_size": EchoServer.max_message_size, "ping_interval": None,
+            "compression": "deflate" if deflate else None}
+
+
+async def _echo(ws: Any) -> None:
+    async for message in ws:
+        await ws.send(message)
+
+
+def serve_asyncio(host: str, port: int, deflate: bool) -> int:
+    import lws.asyncio
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        async with lws.asyncio.serve(_echo, host, port, **_asyncio_echo_options(deflate)) \
+                as server:
+            print(f"listening on port {server.port}"
+                  + (" (permessage-deflate)" if deflate else "")
+                  + f" (asyncio, {server.mode} mode)", flush=True)
+            await stop.wait()
+
+    asyncio.run(main())
+    return 0
+
+
+def run_client_asyncio(host: str, port: int, deflate: bool, agent: str, case_timeout: int,
+                       first: int, last: int | None) -> int:
+    import lws.asyncio
+
+    base = f"ws://{host}:{port}"
+    options = _asyncio_echo_options(deflate)
+
+    async def main() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        async with lws.asyncio.connect(base + "/getCaseCount", **options) as ws:
+            count = int(await asyncio.wait_for(ws.recv(), 10))
+        last_case = min(last or count, count)
+        print(f"running cases {first}-{last_case} of {count} (asyncio)", flush=True)
+        failures = 0
+        for i in range(first, last_case + 1):
+            if stop.is_set():
+                return 1
+            try:
+                async with lws.asyncio.connect(
+                        f"{base}/runCase?case={i}&agent={agent}", **options) as ws:
+                    await asyncio.wait_for(_echo(ws), case_timeout)
+            except (asyncio.TimeoutError, lws.LwsError) as exc:
+                # A case may well end in a failed or dropped connection: that
+                # is kosoku's to judge; the time limit is ours.
+                if isinstance(exc, asyncio.TimeoutError):
+                    print(f"case {i}: time limit of {case_timeout} s reached", flush=True)
+                    failures += 1
+        async with lws.asyncio.connect(f"{base}/updateReports?agent={agent}", **options) as ws:
+            await ws.close()
+        print(f"done: {failures} failure(s)", flush=True)
+        return 1 if failures else 0
+
+    return asyncio.run(main())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="the binding's conformance peers")
     sub = parser.add_subparsers(dest="mode", required=True)
@@ -161,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     srv.add_argument("--host", default="127.0.0.1")
     srv.add_argument("--port", type=int, default=0)
     srv.add_argument("--deflate", action="store_true")
+    srv.add_argument("--api", choices=("callback", "asyncio"), default="callback")
     cli = sub.add_parser("client", help="echo client for an Autobahn fuzzing server")
     cli.add_argument("--host", default="127.0.0.1")
     cli.add_argument("--port", type=int, required=True)
@@ -168,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     cli.add_argument("--agent", default="lws-cffi")
     cli.add_argument("--case-timeout", type=int, default=30)
     cli.add_argument("--cases", default=None, help="FIRST-LAST (1-based, inclusive)")
+    cli.add_argument("--api", choices=("callback", "asyncio"), default="callback")
     args = parser.parse_args(argv)
 
     if args.deflate:
@@ -175,14 +254,21 @@ def main(argv: list[str] | None = None) -> int:
         if why is not None:
             print(f"not run: {why}", flush=True)
             return NOT_SUPPORTED
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
     if args.mode == "server":
+        if args.api == "asyncio":
+            return serve_asyncio(args.host, args.port, args.deflate)
+        signal.signal(signal.SIGTERM, _on_signal)
+        signal.signal(signal.SIGINT, _on_signal)
         return serve(args.host, args.port, args.deflate)
     first, last = 1, None
     if args.cases:
         lo, _, hi = args.cases.partition("-")
         first, last = int(lo), int(hi or lo)
+    if args.api == "asyncio":
+        return run_client_asyncio(args.host, args.port, args.deflate, args.agent,
+                                  args.case_timeout, first, last)
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
     return run_client(args.host, args.port, args.deflate, args.agent, args.case_timeout,
                       first, last)
 

@@ -68,8 +68,10 @@ STATUSES = ("OK", "NON-STRICT", "INFORMATIONAL", "UNIMPLEMENTED", "FAILED")
 OTHER = ("TIMEOUT", "CRASH", "ERROR", "NOT RUN")
 MODES = ("server", "client")
 PEERS = ("binding", "c")
-PEER_TITLES = {"binding": "binding", "c": "C baseline"}
-AGENTS = {"binding": "lws-cffi", "c": "lws-c-echo"}
+# "asyncio" (the same echo through lws.asyncio) is run on request (--peers) and
+# by the CI subset; the document compares the callback API with C lws.
+PEER_TITLES = {"binding": "binding", "c": "C baseline", "asyncio": "binding (asyncio)"}
+AGENTS = {"binding": "lws-cffi", "c": "lws-c-echo", "asyncio": "lws-cffi-asyncio"}
 
 SECTION_NAMES = {
     "1": "Framing", "2": "Pings/Pongs", "3": "Reserved Bits", "4": "Opcodes",
@@ -201,7 +203,7 @@ def _outcome(result: Any) -> Outcome:
 class Peer:
     """How to start one side under test."""
 
-    name: str                       # "binding" or "c"
+    name: str                       # "binding", "asyncio" or "c"
     python: str = sys.executable
     echo_binary: pathlib.Path | None = None
 
@@ -211,16 +213,18 @@ class Peer:
         return _binding_deflate_status(self.python)
 
     def server_cmd(self, port: int, deflate: bool) -> list[str]:
-        if self.name == "binding":
-            cmd = [self.python, str(PEER_SCRIPT), "server", "--port", str(port)]
+        if self.name in ("binding", "asyncio"):
+            cmd = [self.python, str(PEER_SCRIPT), "server", "--port", str(port),
+                   "--api", "asyncio" if self.name == "asyncio" else "callback"]
         else:
             cmd = [str(self._echo()), "--port", str(port)]
         return cmd + (["--deflate"] if deflate else [])
 
     def client_cmd(self, port: int, deflate: bool, case_timeout: float) -> list[str]:
         limit = str(max(1, int(case_timeout)))
-        if self.name == "binding":
-            cmd = [self.python, str(PEER_SCRIPT), "client"]
+        if self.name in ("binding", "asyncio"):
+            cmd = [self.python, str(PEER_SCRIPT), "client",
+                   "--api", "asyncio" if self.name == "asyncio" else "callback"]
         else:
             cmd = [str(self._echo()), "--client"]
         cmd += ["--port", str(port), "--agent", AGENTS[self.name], "--case-timeout", limit]
@@ -678,7 +682,7 @@ def render(results: list[dict[str, Any]]) -> str:
         for mode in MODES:
             if mode not in runs:
                 continue
-            peers = [p for p in PEERS if p in runs[mode]]
+            peers = [p for p in PEER_TITLES if p in runs[mode]]
             all_ids = sorted({c for p in peers for c in runs[mode][p]["cases"]}, key=_sort_key)
             sections = sorted({section(c) for c in all_ids}, key=int)
             title = ("server mode (kosoku drives the echo server)" if mode == "server"
@@ -796,8 +800,8 @@ def main(argv: list[str] | None = None) -> int:
 
     modes = [m for m in args.modes.split(",") if m]
     peers = [p for p in args.peers.split(",") if p]
-    if not set(modes) <= set(MODES) or not set(peers) <= set(PEERS):
-        parser.error(f"--modes from {MODES}, --peers from {PEERS}")
+    if not set(modes) <= set(MODES) or not set(peers) <= set(PEER_TITLES):
+        parser.error(f"--modes from {MODES}, --peers from {tuple(PEER_TITLES)}")
     ids = select_cases(args.cases, args.exclude)
     if not ids:
         parser.error("no case matches")

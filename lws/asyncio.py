@@ -454,6 +454,7 @@ class _Runner:
     def start(self, protocols: list[Protocol], **ctx_options: Any) -> Context:
         self.ctx = Context(protocols, _native=self.mode == "native", **ctx_options)
         if self.mode == "native":
+            self.ctx._on_fd_gone = self._unwatch
             self.ctx._lws_thread.ident = threading.get_ident()  # lws lives on this loop
             self._sync()
             self._schedule_tick(0)

@@ -72,12 +72,15 @@ def _describe(outcomes: dict[str, Any], ids: list[str]) -> str:
     return "; ".join(f"{cid}: {outcomes[cid].status} {outcomes[cid].detail}" for cid in ids)
 
 
+@pytest.mark.parametrize("api", ["binding", "asyncio"],
+                         ids=["callback-api", "asyncio-api"])
 @pytest.mark.parametrize("mode", ["server", "client"])
-def test_binding_passes_every_case_c_lws_passes(mode: str, c_echo: Path,
+def test_binding_passes_every_case_c_lws_passes(mode: str, api: str, c_echo: Path,
                                                 tmp_path: Path) -> None:
+    """The callback API's echo, and the same echo through lws.asyncio."""
     ids = _subset()
     assert len(ids) >= 60
-    c_peer, b_peer = run.Peer("c", echo_binary=c_echo), run.Peer("binding")
+    c_peer, b_peer = run.Peer("c", echo_binary=c_echo), run.Peer(api)
     kwargs = {"case_timeout": CASE_TIMEOUT, "jobs": 2, "logdir": tmp_path}
     c_run = run.run_cases(mode, c_peer, ids, **kwargs)
     b_run = run.run_cases(mode, b_peer, ids, **kwargs)

@@ -547,7 +547,7 @@ lwspy_trampoline(struct lws *wsi, enum lws_callback_reasons reason,
     const struct lws_protocols *p = lws_get_protocol(wsi);
     struct lwspy_proto *pp = p ? (struct lwspy_proto *)p->user : NULL;
     unsigned int r = (unsigned int)reason;
-    int n, rx_flags = 0;
+    int n, rx_flags = 0, fd_gone = 0;
 
     lwspy_count_in++;
     if (reason == LWS_CALLBACK_ADD_POLL_FD || reason == LWS_CALLBACK_DEL_POLL_FD ||
@@ -555,9 +555,13 @@ lwspy_trampoline(struct lws *wsi, enum lws_callback_reasons reason,
         struct lws_context *lc = lws_get_context(wsi);
         struct lwspy_ctx *cx = lc ? (struct lwspy_ctx *)lws_context_user(lc) : NULL;
 
-        if (cx && cx->pollset)
+        if (cx && cx->pollset) {
             lwspy_pollset_note(cx->pollset, (const struct lws_pollargs *)in,
                                reason == LWS_CALLBACK_DEL_POLL_FD);
+            /* The loop must stop watching before lws closes the fd: Python
+             * hears of this one at once (once per connection). */
+            fd_gone = reason == LWS_CALLBACK_DEL_POLL_FD;
+        }
     }
     if (pp && (reason == LWS_CALLBACK_SERVER_WRITEABLE ||
                reason == LWS_CALLBACK_CLIENT_WRITEABLE)) {
@@ -575,7 +579,7 @@ lwspy_trampoline(struct lws *wsi, enum lws_callback_reasons reason,
         if (q && !q->dead && q->handle)
             return lwspy_rx_message(wsi, pp, q, user, (const unsigned char *)in, len);
     }
-    if (r < LWSPY_NREASONS && (lwspy_always[r] || (pp && pp->want[r]))) {
+    if (r < LWSPY_NREASONS && (lwspy_always[r] || (pp && pp->want[r]) || fd_gone)) {
         struct lwspy_ctx *cx = (struct lwspy_ctx *)lws_context_user(lws_get_context(wsi));
         void *ctx_handle = cx ? cx->handle : NULL;
 

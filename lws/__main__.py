@@ -216,24 +216,22 @@ def _header(text: str) -> tuple[str, str]:
     return name.strip(), value.strip()
 
 
-def _port(text: str) -> int:
+def _int_in(text: str, low: int, high: int, what: str) -> int:
     try:
-        port = int(text)
+        value = int(text)
     except ValueError:
-        port = -1
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a port number 0..65535, got {text!r}")
-    return port
+        value = low - 1
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"expected {what} {low}..{high}, got {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    return _int_in(text, 0, 65535, "a port number")
 
 
 def _size(text: str) -> int:
-    try:
-        size = int(text)
-    except ValueError:
-        size = -1
-    if not 0 <= size <= 16 << 20:
-        raise argparse.ArgumentTypeError(f"expected a byte count 0..16777216, got {text!r}")
-    return size
+    return _int_in(text, 0, 16 << 20, "a byte count")
 
 
 def _ws_url(text: str) -> str:

@@ -158,7 +158,7 @@ class WebSocket:
 
     # -- events from lws (called on the loop thread) ----------------------------
 
-    def _on_message(self, message: Message | None = None) -> None:
+    def _on_message(self) -> None:
         if not self._native:
             with self._lock:
                 self._wake_pending = False
@@ -292,9 +292,7 @@ class WebSocket:
             except ConnectionClosed:
                 await asyncio.shield(self._closed)
                 raise self._closed_error() from None
-            runner = self._runner
-            if not runner._kicked:
-                runner.kick()
+            self._runner.kick()
             if queued > self._write_limit:
                 await self._wait_drained()
             return
@@ -386,7 +384,7 @@ class _AsyncProtocol(Protocol):
         self._runner._on_open(self, conn)
 
     def on_message(self, conn: Connection, message: Message) -> None:
-        ws: WebSocket | None = conn._owner
+        ws = self._runner.sockets.get(conn)
         if ws is not None and ws._native:
             # lws runs on the loop's thread: hand the message over directly.
             messages = ws._messages
@@ -613,7 +611,6 @@ class _Runner:
         else:
             ws.subprotocol = self.client_subprotocol
         self.sockets[conn] = ws
-        conn._owner = ws
         def drained() -> None:  # lws thread: wake a send() only if one waits
             if ws._drained is not None:
                 self._to_loop(ws._on_drain)
@@ -641,7 +638,6 @@ class _Runner:
     def _on_close(self, conn: Connection) -> None:
         self.pending_requests.pop(conn, None)
         ws = self.sockets.pop(conn, None)
-        conn._owner = None
         if ws is None:
             return
         conn._drain_cb = None

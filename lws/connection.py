@@ -174,7 +174,6 @@ class Connection:
         "_key",
         "_limit",
         "_lws_thread",
-        "_owner",
         "_rx_binary",
         "_rx_flags",
         "_rx_parts",
@@ -240,7 +239,6 @@ class Connection:
         self._why = ""
         self._http: Any = None  # the HTTP transaction being served (lws.http)
         self._drain_cb: Any = None  # called on the lws thread when the send queue empties
-        self._owner: Any = None  # the higher layer's object for this connection (lws.asyncio)
         self._wr_scheduled = False  # a WRITEABLE request is on its way to the lws thread
 
     # -- identity -------------------------------------------------------
@@ -602,8 +600,7 @@ class Connection:
         proto = self.protocol
         limit = proto.send_queue_limit if proto is not None else 0
         # On the lws thread, one C call queues and asks for WRITEABLE.
-        here = self._established and not self._destroyed and \
-            threading.get_ident() == self._lws_thread.ident
+        here = self._fast and _get_ident() == self._lws_thread.ident
         queued = lib.lwspy_send(self._txq, self._wsi if here else NULL, payload, n, flags, limit)
         if queued < 0:
             if queued == -1:

@@ -533,13 +533,15 @@ class Context:
     def stop(self) -> None:
         """Make :meth:`run` return after the current round. Thread-safe."""
         self._stop = True
-        self._attention[0] = 1
-        if not self._closed:
-            lib.lws_cancel_service(self._ctx)
+        self._interrupt()
 
     def call_soon_threadsafe(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run ``fn(*args)`` on the lws thread soon. Safe from any thread."""
         self._calls.append((fn, args))
+        self._interrupt()
+
+    def _interrupt(self) -> None:
+        """Bring run()'s C loop (or a waiting service()) back to Python; any thread."""
         self._attention[0] = 1
         if not self._closed:
             lib.lws_cancel_service(self._ctx)

@@ -14,7 +14,6 @@ several pings in a row).
 
 from __future__ import annotations
 
-import importlib.util
 import signal
 import subprocess
 import time
@@ -23,6 +22,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from _modload import load
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.sync.client import connect as ws_connect
 
@@ -37,15 +37,7 @@ RETRIES = 2
 
 
 def _load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"lws_conformance_{name}",
-                                                  CONFORMANCE / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    import sys
-
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return load(f"lws_conformance_{name}", CONFORMANCE / f"{name}.py")
 
 
 run = _load("run")

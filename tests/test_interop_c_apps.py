@@ -14,7 +14,6 @@ run the binding still talks to them over loopback.
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import json
 import re
@@ -31,6 +30,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from _modload import load
 
 import lws
 from lws.testing import serving
@@ -63,12 +63,7 @@ def _in_order(got: list[str], sent: list[str]) -> bool:
 
 
 def _example(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"lws_example_{name}", EXAMPLES / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return load(f"lws_example_{name}", EXAMPLES / f"{name}.py")
 
 
 server_example = _example("test_server_protocols")

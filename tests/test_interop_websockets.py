@@ -14,7 +14,6 @@ lws' compression then fails that test instead of ending the whole run.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import signal
 import socket
@@ -26,10 +25,10 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
+from _modload import load
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as ws_connect
 from websockets.sync.server import Server, ServerConnection, serve
@@ -41,17 +40,7 @@ HERE = Path(__file__).resolve().parent
 TIMEOUT = 30.0
 
 
-def _load_peer() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("lws_tests_interop_peer",
-                                                  HERE / "interop_peer.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-peer = _load_peer()
+peer = load("lws_tests_interop_peer", HERE / "interop_peer.py")
 BIG: int = peer.BIG
 EchoServer = peer.EchoServer
 ScriptedClient = peer.ScriptedClient

@@ -390,7 +390,7 @@ lwspy_rx_message(struct lws *wsi, struct lwspy_proto *pp, struct lwspy_txq *q,
         q->rx_binary = lws_frame_is_binary(wsi);
         q->rx_len = 0;
     }
-    if ((q->rx_active ? q->rx_len : 0) + len > pp->max_message) {
+    if (q->rx_len + len > pp->max_message) {
         static const char why[] = "message too big";
 
         q->rx_active = 0;

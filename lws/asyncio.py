@@ -531,13 +531,13 @@ class _Runner:
             want = events[fd]
             old = watched.get(fd, 0)
             if want & 1 and not old & 1:
-                loop.add_reader(fd, self._service)
+                loop.add_reader(fd, self._service, fd, 1)
             elif old & 1 and not want & 1:
                 loop.remove_reader(fd)
             # After a service, POLLOUT is still wanted only where the socket
             # is full: then the loop waits for it to drain.
             if want & 2 and not old & 2:
-                loop.add_writer(fd, self._service)
+                loop.add_writer(fd, self._service, fd, 2)
             elif old & 2 and not want & 2:
                 loop.remove_writer(fd)
             if want:
@@ -561,15 +561,16 @@ class _Runner:
         if old & 2:
             self.loop.remove_writer(fd)
 
-    def _service(self) -> None:
+    def _service(self, fd: int = -1, ready: int = 0) -> None:
+        """Native mode: service the socket ``fd`` the loop found ready (-1: none)
+        for ``ready`` (1 reading, 2 writing), then write what is queued
+        (lwspy_native_service, in C)."""
         self._kicked = False
         ctx = self.ctx
         if ctx is None or ctx.closed:
             return
         try:
-            # lws polls its own sockets without waiting, in rounds, in C,
-            # while queued output still goes out (lwspy_native_service).
-            lib.lwspy_native_service(ctx._ctx, ctx._pollset)
+            lib.lwspy_native_service(ctx._ctx, ctx._pollset, fd, ready)
             ctx._after_service()
             self._sync()
         except BaseException as exc:
@@ -582,7 +583,12 @@ class _Runner:
         self._tick = self.loop.call_later(delay, self._on_tick)
 
     def _on_tick(self) -> None:
-        self._service()
+        # A whole lws_service() round: lws' timers, and any socket the
+        # per-fd service missed.
+        ctx = self.ctx
+        if ctx is not None and not ctx.closed:
+            lib.lws_service(ctx._ctx, -1)
+            self._service()
         if self.ctx is not None and not self.ctx.closed:
             self._schedule_tick(_TICK)
 

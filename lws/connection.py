@@ -341,7 +341,7 @@ class Connection:
                 self._txq.give_turn = 1 if proto._wants_writeable else 0
                 # lws sends at most this much per write and copies the rest
                 # aside: no larger slices, so nothing is copied twice.
-                io = proto.tx_packet_size or proto.rx_buffer_size or self._ctx._io_size
+                io = proto._tx_packet or proto.rx_buffer_size or self._ctx._io_size
                 self._txq.slice = min(proto.tx_fragment_size, io) if proto.tx_fragment_size \
                     else 0
             if self._external is None:

@@ -75,7 +75,11 @@ class Protocol:
         A :class:`lws.session.Struct` subclass (or ``None``): the typed
         per-session data. ``per_session_data_size`` is derived from it.
     ``rx_buffer_size``, ``tx_packet_size``, ``id``
-        As in ``struct lws_protocols`` (0 = lws' defaults).
+        As in ``struct lws_protocols`` (0 = lws' defaults), with one
+        difference: ``tx_packet_size`` left at 0 reaches lws as
+        ``tx_fragment_size`` (on a vhost without permessage-deflate), so a
+        queued message goes out in writes of up to 64 KiB instead of lws'
+        4 KiB. It only caps what one write sends; it allocates nothing.
     ``max_message_size``
         Cap for messages reassembled for ``on_message`` (default 1 MiB);
         a longer message closes the connection with 1009.
@@ -87,8 +91,9 @@ class Protocol:
         this size, one per WRITEABLE, as lws recommends (0: never split).
         Never larger than what lws sends in one write (``tx_packet_size``,
         else ``rx_buffer_size``, else the context's ``pt_serv_buf_size``,
-        4096 by default): lws would copy the rest aside and send it over
-        the next WRITEABLEs anyway.
+        4096 by default; with permessage-deflate that is where slices stay):
+        lws would copy the rest aside and send it over the next WRITEABLEs
+        anyway.
     ``raw_reasons``
         With a raw ``callback``: the reasons it wants (default: all).
 
@@ -198,6 +203,7 @@ class Protocol:
     _context: Context | None = None
     _vhost: Vhost | None = None
     _index: int = -1
+    _tx_packet: int = 0  # the tx_packet_size lws got (Vhost._tx_packet)
     _live: dict[int, Connection]
     _lws_entry: Any = None  # this protocol's struct lws_protocols entry
 

@@ -153,6 +153,18 @@ class Vhost:
         self._keep.append(buf)
         return buf
 
+    def _tx_packet(self, p: Protocol) -> int:
+        """What lws may send per write for ``p`` (its ``tx_packet_size``).
+
+        lws caps each send at this and copies the rest aside. Unset, the
+        binding raises it to ``tx_fragment_size``: a queued message then goes
+        out in 64 KiB writes, not 4 KiB ones (a poll round trip each). Not
+        with permessage-deflate, whose large writes lws gets wrong.
+        """
+        if p.tx_packet_size or self.permessage_deflate:
+            return p.tx_packet_size
+        return p.tx_fragment_size
+
     def _protocol_array(self, protos: list[Protocol]) -> Any:
         """protocols[] for lws, terminated by a zeroed entry (4.1 has no LIST_TERM)."""
         ctx = self.context
@@ -165,7 +177,7 @@ class Vhost:
             arr[i].callback = trampoline
             arr[i].per_session_data_size = p.per_session_data_size()
             arr[i].rx_buffer_size = p.rx_buffer_size
-            arr[i].tx_packet_size = p.tx_packet_size
+            arr[i].tx_packet_size = p._tx_packet = self._tx_packet(p)
             arr[i].id = p.id
             extra[i].index = index
             extra[i].messages = 1 if type(p)._messages_in_c else 0

@@ -49,6 +49,19 @@ def test_large_messages_go_out_as_fragments() -> None:
     assert [len(f) for f in frames] == [1000, 1000, 1000, 1000, 500]
 
 
+def test_default_slices_are_tx_fragment_size() -> None:
+    """Unset tx_packet_size lets a queued message out in tx_fragment_size
+    writes (not lws' 4096): 64 KiB frames. (With permessage-deflate the slices
+    stay at 4096; the test above shows why that matters.)"""
+    message = b"s" * 200_000
+    with lws.Context([Echo()], port=0, host="127.0.0.1") as ctx, serving(ctx):
+        with ws_connect(f"ws://127.0.0.1:{ctx.port}/", subprotocols=["echo"]) as ws:
+            ws.send(message)
+            frames = list(ws.recv_streaming())
+    assert b"".join(frames) == message  # type: ignore[arg-type]
+    assert [len(f) for f in frames] == [65536, 65536, 65536, 200_000 - 3 * 65536]
+
+
 RX_BUG = textwrap.dedent("""
     import sys, time
     import lws

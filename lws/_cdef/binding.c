@@ -3,6 +3,7 @@
 #include <libwebsockets.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,8 +64,10 @@ struct lwspy_pollset {
     unsigned char *listed;  /* per fd: already in changed[] */
     int *changed;           /* fds whose events changed since the last sync */
     int nchanged;
-    int want_out;           /* fds with POLLOUT wanted */
+    int want_out;           /* fds with POLLOUT wanted: out[0..want_out) */
     int failed;             /* no memory to track an fd: the loop must fall back */
+    int *out;               /* the fds with POLLOUT wanted */
+    int *outpos;            /* per fd: its index in out[], or -1 */
 };
 
 /* What the lws context's user pointer points to. */
@@ -448,7 +451,7 @@ lwspy_pollset_grow(struct lwspy_pollset *ps, int fd)
 {
     int cap = ps->cap ? ps->cap : 256;
     unsigned char *ev, *li;
-    int *ch;
+    int *ch, *o, *op, i;
 
     while (cap <= fd)
         cap *= 2;
@@ -464,6 +467,16 @@ lwspy_pollset_grow(struct lwspy_pollset *ps, int fd)
     if (!ch)
         return -1;
     ps->changed = ch;
+    o = realloc(ps->out, (size_t)cap * sizeof(int));
+    if (!o)
+        return -1;
+    ps->out = o;
+    op = realloc(ps->outpos, (size_t)cap * sizeof(int));
+    if (!op)
+        return -1;
+    ps->outpos = op;
+    for (i = ps->cap; i < cap; i++)
+        op[i] = -1;
     memset(ev + ps->cap, 0, (size_t)(cap - ps->cap));
     memset(li + ps->cap, 0, (size_t)(cap - ps->cap));
     ps->cap = cap;
@@ -483,7 +496,16 @@ lwspy_pollset_note(struct lwspy_pollset *ps, const struct lws_pollargs *a, int g
     }
     ev = gone ? 0 : (unsigned char)(((a->events & LWS_POLLIN) ? 1 : 0) |
                                     ((a->events & LWS_POLLOUT) ? 2 : 0));
-    ps->want_out += ((ev & 2) != 0) - ((ps->events[a->fd] & 2) != 0);
+    if ((ev & 2) && ps->outpos[a->fd] < 0) {
+        ps->outpos[a->fd] = ps->want_out;
+        ps->out[ps->want_out++] = a->fd;
+    } else if (!(ev & 2) && ps->outpos[a->fd] >= 0) {
+        int at = ps->outpos[a->fd], last = ps->out[--ps->want_out];
+
+        ps->out[at] = last;
+        ps->outpos[last] = at;
+        ps->outpos[a->fd] = -1;
+    }
     ps->events[a->fd] = ev;
     if (!ps->listed[a->fd]) {
         ps->listed[a->fd] = 1;
@@ -508,29 +530,71 @@ lwspy_pollset_free(struct lwspy_pollset *ps)
     free(ps->events);
     free(ps->listed);
     free(ps->changed);
+    free(ps->out);
+    free(ps->outpos);
     memset(ps, 0, sizeof(*ps));
 }
 
 /*
- * Native mode's service: lws_service() rounds that do not wait (lws polls its
- * own sockets), repeated while some socket wants POLLOUT and the last round
- * still wrote (one lws_write per WRITEABLE: 16 queued messages take 16
- * rounds). A socket that stays full is left in `changed` for the loop to
- * watch for real.
+ * Native mode's service, the way lws' external-poll users drive it: the loop
+ * says which socket is ready (`fd`; -1 after sends queued from the loop) and
+ * for what (`ready`: 1 reading, 2 writing), and
+ * only that socket and the ones lws wants to write on are polled, not all of
+ * them (a poll() over every connection per message costs as much as the
+ * message with a hundred connections). Writes go in rounds while some socket
+ * still wants POLLOUT and the last round wrote (one lws_write per WRITEABLE:
+ * 16 queued messages take 16 rounds); a socket that stays full is left for
+ * the loop to watch for real. Then whatever lws holds buffered (rx it could
+ * not deliver yet, TLS or inflated data) gets the forced service lws asks
+ * for. lws' timers are left to the caller's periodic lws_service().
  */
-static int
-lwspy_native_service(struct lws_context *ctx, struct lwspy_pollset *ps)
-{
-    int i;
+#define LWSPY_OUT_BATCH 64
 
-    for (i = 0; i < 256; i++) {
+static int
+lwspy_native_service(struct lws_context *ctx, struct lwspy_pollset *ps, int fd, int ready)
+{
+    struct lws_pollfd p[LWSPY_OUT_BATCH];
+    int i, j, n, round;
+
+    if (fd >= 0 && fd < ps->cap && (ps->events[fd] & ready)) {
+        /* the loop's word is enough: no poll() to ask again */
+        p[0].fd = fd;
+        p[0].events = (short)(((ps->events[fd] & 1) ? LWS_POLLIN : 0) |
+                              ((ps->events[fd] & 2) ? LWS_POLLOUT : 0));
+        p[0].revents = (short)(((ready & 1) ? LWS_POLLIN : 0) | ((ready & 2) ? LWS_POLLOUT : 0));
+        if (lws_service_fd(ctx, p) < 0)
+            return -1;
+    }
+    for (round = 0; round < 256 && ps->want_out; round++) {
         unsigned long long before = lwspy_count_writeable;
 
-        if (lws_service(ctx, -1) < 0)
-            return -1;
-        if (!ps->want_out || lwspy_count_writeable == before)
+        for (i = 0; i < ps->want_out; i += n) {
+            n = ps->want_out - i;
+            if (n > LWSPY_OUT_BATCH)
+                n = LWSPY_OUT_BATCH;
+            if (n <= 0)
+                break;
+            for (j = 0; j < n; j++) {
+                p[j].fd = ps->out[i + j];
+                p[j].events = (short)(((ps->events[p[j].fd] & 1) ? LWS_POLLIN : 0) |
+                                      LWS_POLLOUT);
+                p[j].revents = round ? LWS_POLLOUT : 0;
+            }
+            /* Asked once; a socket that took the last write takes the next
+             * (if not, lws keeps the bytes and waits for POLLOUT itself). */
+            if (!round && poll(p, (nfds_t)n, 0) <= 0)
+                continue;
+            /* servicing may close sockets and reorder out[]: p[] is a copy */
+            for (j = 0; j < n; j++)
+                if (p[j].revents && lws_service_fd(ctx, &p[j]) < 0)
+                    return -1;
+        }
+        if (lwspy_count_writeable == before)
             break;
     }
+    for (i = 0; i < 16 && !lws_service_adjust_timeout(ctx, 1, 0); i++)
+        if (lws_service_tsi(ctx, -1, 0) < 0)
+            return -1;
     return 0;
 }
 

@@ -339,11 +339,7 @@ class Connection:
                 self.protocol = proto
                 # The user's WRITEABLE handler gets a turn when the queue empties.
                 self._txq.give_turn = 1 if proto._wants_writeable else 0
-                # lws sends at most this much per write and copies the rest
-                # aside: no larger slices, so nothing is copied twice.
-                io = proto._tx_packet or proto.rx_buffer_size or self._ctx._io_size
-                self._txq.slice = min(proto.tx_fragment_size, io) if proto.tx_fragment_size \
-                    else 0
+                self._txq.slice = proto._slice
             if self._external is None:
                 self._open_bracket(user)
             self._http = None

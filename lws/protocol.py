@@ -90,10 +90,10 @@ class Protocol:
         Messages longer than this (default 64 KiB) go out as fragments of
         this size, one per WRITEABLE, as lws recommends (0: never split).
         Never larger than what lws sends in one write (``tx_packet_size``,
-        else ``rx_buffer_size``, else the context's ``pt_serv_buf_size``,
-        4096 by default; with permessage-deflate that is where slices stay):
+        else ``rx_buffer_size``, else the context's ``pt_serv_buf_size``):
         lws would copy the rest aside and send it over the next WRITEABLEs
-        anyway.
+        anyway. With permessage-deflate, always ``tx_fragment_size``: lws
+        4.3's deflate garbles messages written in small fragments.
     ``raw_reasons``
         With a raw ``callback``: the reasons it wants (default: all).
 
@@ -203,7 +203,7 @@ class Protocol:
     _context: Context | None = None
     _vhost: Vhost | None = None
     _index: int = -1
-    _tx_packet: int = 0  # the tx_packet_size lws got (Vhost._tx_packet)
+    _slice: int = 0  # the fragment size of large messages (Vhost._slice)
     _live: dict[int, Connection]
     _lws_entry: Any = None  # this protocol's struct lws_protocols entry
 

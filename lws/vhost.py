@@ -165,6 +165,19 @@ class Vhost:
             return p.tx_packet_size
         return p.tx_fragment_size
 
+    def _slice(self, p: Protocol, tx_packet: int) -> int:
+        """The fragment size for ``p``'s large messages (0: never split).
+
+        No larger than what lws sends per write (it would copy the rest aside
+        each time), except with permessage-deflate: lws 4.3's deflate garbles
+        messages written as fragments of a few KiB (Autobahn 13.3.6 on), so
+        there they stay at ``tx_fragment_size``.
+        """
+        if not p.tx_fragment_size or self.permessage_deflate:
+            return p.tx_fragment_size
+        io = tx_packet or p.rx_buffer_size or self.context._io_size
+        return min(p.tx_fragment_size, io)
+
     def _protocol_array(self, protos: list[Protocol]) -> Any:
         """protocols[] for lws, terminated by a zeroed entry (4.1 has no LIST_TERM)."""
         ctx = self.context
@@ -177,7 +190,8 @@ class Vhost:
             arr[i].callback = trampoline
             arr[i].per_session_data_size = p.per_session_data_size()
             arr[i].rx_buffer_size = p.rx_buffer_size
-            arr[i].tx_packet_size = p._tx_packet = self._tx_packet(p)
+            arr[i].tx_packet_size = self._tx_packet(p)
+            p._slice = self._slice(p, arr[i].tx_packet_size)
             arr[i].id = p.id
             extra[i].index = index
             extra[i].messages = 1 if type(p)._messages_in_c else 0

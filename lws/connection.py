@@ -226,7 +226,8 @@ class Connection:
         # established, not closing, not destroyed: send() may take its fast path
         self._fast = False
         self._limit = 0  # the protocol's send_queue_limit, read once
-        self._rx_parts: list[bytes] = []
+        # Python-side joining (protocols C does not join for), made on first use.
+        self._rx_parts: list[bytes] | None = None
         self._rx_size = 0
         self._rx_binary = False
         self.close_code: int | None = None
@@ -420,21 +421,23 @@ class Connection:
         flags = self._rx_flags
         chunk = ffi.unpack(in_, len_) if len_ else b""
         final = flags & _RX_FINAL
-        if not self._rx_parts and final:
+        parts = self._rx_parts
+        if parts is None and final:
             binary = flags & _RX_BINARY
             message = chunk
         else:
-            if not self._rx_parts:
+            if parts is None:
                 self._rx_binary = bool(flags & _RX_BINARY)
+                parts = self._rx_parts = []
             self._rx_size += len_
             if self._rx_size > proto.max_message_size:
                 return self._close_now(1009, "message too big")
-            self._rx_parts.append(chunk)
+            parts.append(chunk)
             if not final:
                 return ret
-            message = b"".join(self._rx_parts)
+            message = b"".join(parts)
             binary = self._rx_binary
-            self._rx_parts = []
+            self._rx_parts = None
             self._rx_size = 0
         if len(message) > proto.max_message_size:
             return self._close_now(1009, "message too big")
@@ -647,8 +650,12 @@ class Connection:
         self._closing = True
         self._fast = False
         raw = reason.encode("utf-8")
-        if lib.lwspy_txq_close(self._txq, code, raw, len(raw)) == 0:
+        done = lib.lwspy_txq_close(self._txq, code, raw, len(raw))
+        if done == 0:
             self._request_writeable()
+        elif done == -3:
+            self._closing = False
+            raise MemoryError("no memory to queue the close")
 
     # -- the frame being received (inside on_receive / on_client_receive) ----
 

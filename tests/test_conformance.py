@@ -35,6 +35,10 @@ SUBSET = ["1.*", "2.*", "5.*", "6.1.*", "6.3.*", "7.1.*", "7.3.*", "9.1.1", "9.2
 # fragments (the C baseline fails 13.3.6 there; the binding must not).
 COMPRESSION_SUBSET = ["12.1.1", "12.1.2", "12.1.3", "13.1.1", "13.2.1", "13.3.6"]
 MUST_PASS = ["13.3.6"]
+# lws itself answers pings and keeps only the newest payload: how many pongs
+# a burst gets back is decided by timing (docs/conformance.md), for C lws and
+# the binding alike, so these two do not compare the binding with C lws.
+TIMING = {"2.10", "2.11"}
 CASE_TIMEOUT = 20.0
 RETRIES = 2
 
@@ -85,7 +89,7 @@ def test_binding_passes_every_case_c_lws_passes(mode: str, api: str, c_echo: Pat
     c_passed = [cid for cid in ids if c_out[cid].passed]
     assert len(c_passed) >= len(ids) - 5, _describe(c_out, [i for i in ids if i not in c_passed])
 
-    worse = run.regressions(b_out, c_out)
+    worse = [cid for cid in run.regressions(b_out, c_out) if cid not in TIMING]
     worse += [cid for cid in MUST_PASS if cid in ids and cid not in worse
               and not b_out[cid].passed]
     for _ in range(RETRIES):

@@ -41,7 +41,7 @@ struct lwspy_txq {
     struct lwspy_msg *inflight;
     int close_code;
     size_t close_len;
-    unsigned char close_reason[124];
+    unsigned char *close_reason;  /* allocated by a close, at most 123 bytes */
     /* Receiving whole messages (protocols with on_message and no raw
      * RECEIVE handler): the fragments are joined here, in C, and Python is
      * called once per message with the Connection's handle. */
@@ -219,14 +219,24 @@ lwspy_txq_close(struct lwspy_txq *q, int code, const unsigned char *reason, size
 {
     int ret = -2;
 
+    unsigned char *copy;
+
+    if (len > 123)  /* a close frame's payload is at most 125 bytes with the code */
+        len = 123;
+    copy = malloc(len ? len : 1);
+    if (!copy)
+        return -3;
+    memcpy(copy, reason, len);
     pthread_mutex_lock(&q->mu);
     if (!q->dead && !q->close_code) {
         q->close_code = code;
-        q->close_len = len > sizeof(q->close_reason) ? sizeof(q->close_reason) : len;
-        memcpy(q->close_reason, reason, q->close_len);
+        q->close_len = len;
+        q->close_reason = copy;
+        copy = NULL;
         ret = 0;
     }
     pthread_mutex_unlock(&q->mu);
+    free(copy);
     return ret;
 }
 
@@ -238,6 +248,8 @@ lwspy_txq_kill(struct lwspy_txq *q)
     pthread_mutex_lock(&q->mu);
     free(q->inflight);
     q->inflight = NULL;
+    free(q->close_reason);
+    q->close_reason = NULL;
     m = q->head;
     q->head = q->tail = NULL;
     q->queued = 0;

@@ -299,6 +299,38 @@ def test_tls_compression_and_http_on_the_same_port(mode: str, run: Any,
     assert run(main()) == ("secure " * 1000, b"plain http too")
 
 
+def test_tls_big_and_pipelined_messages(mode: str, run: Any, tmp_path: Path) -> None:
+    """Over TLS, OpenSSL holds decrypted bytes the socket no longer signals;
+    native mode gives them the forced service lws asks for (without it the
+    250 ms tick would still get them through, only late: this checks that
+    every byte arrives, in order, not how soon)."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("localhost")
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "c.pem"))
+    cert.private_key_pem.write_to_path(str(tmp_path / "k.pem"))
+    big = bytes(range(256)) * 4096  # 1 MiB
+    small = [f"m{i}" * 50 for i in range(200)]
+
+    async def main() -> tuple[list[bytes], list[str]]:
+        async with la.serve(echo, "127.0.0.1", 0, mode=mode, max_size=4 << 20,
+                            tls=lws.ServerTLS(tmp_path / "c.pem", tmp_path / "k.pem")) as server:
+            async with la.connect(f"wss://localhost:{server.port}/", mode=mode,
+                                  max_size=4 << 20,
+                                  tls=lws.ClientTLS(ca=tmp_path / "ca.pem")) as ws:
+                for _ in range(3):
+                    await ws.send(big)
+                bigs = [await asyncio.wait_for(ws.recv(), 20) for _ in range(3)]
+                for message in small:
+                    await ws.send(message)
+                smalls = [await asyncio.wait_for(ws.recv(), 20) for _ in small]
+        return bigs, smalls  # type: ignore[return-value]
+
+    bigs, smalls = run(main())
+    assert bigs == [big] * 3
+    assert smalls == small
+
+
 def test_keepalive_pings_and_timeout(mode: str, run: Any) -> None:
     async def main() -> tuple[int, Any]:
         pings = 0

@@ -603,11 +603,25 @@ def save(path: pathlib.Path, runs: dict[tuple[str, str], Run], meta: dict[str, A
     if path.exists():
         with contextlib.suppress(ValueError, OSError):
             data = json.loads(path.read_text())
-    data.update({k: v for k, v in meta.items()})
+    before = (data.get("date", "?"), data.get("jobs", "?"))
     store = data.setdefault("runs", {})
+    partial = bool(store) and all(
+        not set(run.outcomes) >= set(store.get(mode, {}).get(peer, {}).get("cases", {}))
+        for (mode, peer), run in runs.items())
+    # The header describes the last whole run; a partial rerun leaves it (its notes say).
+    data.update({k: v for k, v in meta.items() if not partial or k not in data})
     for (mode, peer), run in runs.items():
         entry = store.setdefault(mode, {}).setdefault(peer, {"cases": {}, "notes": []})
         whole = set(run.outcomes) >= set(entry["cases"])
+        if not whole:
+            # A rerun of some cases says what it replaced, if the verdict moved.
+            for cid, o in run.outcomes.items():
+                was = entry["cases"].get(cid, {}).get("status")
+                if was and was != o.status:
+                    run.notes.append(
+                        f"{cid}: {was} in the run of {before[0]} ({before[1]} case(s) in "
+                        f"parallel); {o.status} when rerun on {meta.get('date')} "
+                        f"({meta.get('jobs')} in parallel), which is shown")
         entry["cases"].update({cid: asdict(o) for cid, o in run.outcomes.items()})
         entry["cases"] = dict(sorted(entry["cases"].items(), key=lambda kv: _sort_key(kv[0])))
         # a partial rerun adds its notes; a run of everything replaces them

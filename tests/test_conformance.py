@@ -14,6 +14,7 @@ several pings in a row).
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import time
@@ -161,3 +162,22 @@ def test_lws_pmd_breaks_on_an_empty_message_after_another(c_echo: Path) -> None:
             if proc.poll() is None:
                 proc.kill()
         proc.communicate(timeout=10)
+
+
+def test_a_partial_rerun_keeps_the_header_and_notes_what_it_replaced(tmp_path: Path) -> None:
+    """Rerunning a few cases (say one at a time) replaces their verdicts and says so."""
+    path = tmp_path / "results.json"
+    first = run.Run()
+    first.outcomes = {"1.1.1": run.Outcome("OK", "OK", "OK", "", 3),
+                      "13.4.9": run.Outcome("FAILED", "FAILED", "OK", "length differs", 9)}
+    run.save(path, {("server", "binding"): first}, {"date": "d1", "jobs": 2})
+    again = run.Run()
+    again.outcomes = {"13.4.9": run.Outcome("OK", "OK", "OK", "", 8)}
+    run.save(path, {("server", "binding"): again}, {"date": "d2", "jobs": 1})
+    data = json.loads(path.read_text())
+    assert (data["date"], data["jobs"]) == ("d1", 2)
+    entry = data["runs"]["server"]["binding"]
+    assert entry["cases"]["13.4.9"]["status"] == "OK"
+    assert entry["cases"]["1.1.1"]["status"] == "OK"
+    assert entry["notes"] == ["13.4.9: FAILED in the run of d1 (2 case(s) in parallel); "
+                              "OK when rerun on d2 (1 in parallel), which is shown"]

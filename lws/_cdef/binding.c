@@ -68,6 +68,8 @@ struct lwspy_pollset {
     int failed;             /* no memory to track an fd: the loop must fall back */
     int *out;               /* the fds with POLLOUT wanted */
     int *outpos;            /* per fd: its index in out[], or -1 */
+    unsigned int *wrote;    /* per fd: the service (gen) whose poll found it writable */
+    unsigned int gen;       /* counts native services */
 };
 
 /* What the lws context's user pointer points to. */
@@ -463,6 +465,7 @@ lwspy_pollset_grow(struct lwspy_pollset *ps, int fd)
 {
     int cap = ps->cap ? ps->cap : 256;
     unsigned char *ev, *li;
+    unsigned int *wr;
     int *ch, *o, *op, i;
 
     while (cap <= fd)
@@ -489,6 +492,11 @@ lwspy_pollset_grow(struct lwspy_pollset *ps, int fd)
     ps->outpos = op;
     for (i = ps->cap; i < cap; i++)
         op[i] = -1;
+    wr = realloc(ps->wrote, (size_t)cap * sizeof(unsigned int));
+    if (!wr)
+        return -1;
+    ps->wrote = wr;
+    memset(wr + ps->cap, 0, (size_t)(cap - ps->cap) * sizeof(unsigned int));
     memset(ev + ps->cap, 0, (size_t)(cap - ps->cap));
     memset(li + ps->cap, 0, (size_t)(cap - ps->cap));
     ps->cap = cap;
@@ -544,6 +552,7 @@ lwspy_pollset_free(struct lwspy_pollset *ps)
     free(ps->changed);
     free(ps->out);
     free(ps->outpos);
+    free(ps->wrote);
     memset(ps, 0, sizeof(*ps));
 }
 
@@ -568,6 +577,8 @@ lwspy_native_service(struct lws_context *ctx, struct lwspy_pollset *ps, int fd, 
     struct lws_pollfd p[LWSPY_OUT_BATCH];
     int i, j, n, round;
 
+    if (!++ps->gen)
+        ps->gen = 1; /* 0 is what a new fd has: never this service */
     if (fd >= 0 && fd < ps->cap && (ps->events[fd] & ready)) {
         /* the loop's word is enough: no poll() to ask again */
         p[0].fd = fd;
@@ -587,19 +598,26 @@ lwspy_native_service(struct lws_context *ctx, struct lwspy_pollset *ps, int fd, 
             if (n <= 0)
                 break;
             for (j = 0; j < n; j++) {
-                p[j].fd = ps->out[i + j];
-                p[j].events = (short)(((ps->events[p[j].fd] & 1) ? LWS_POLLIN : 0) |
-                                      LWS_POLLOUT);
-                p[j].revents = round ? LWS_POLLOUT : 0;
+                int f = ps->out[i + j];
+
+                p[j].fd = f;
+                p[j].events = (short)(((ps->events[f] & 1) ? LWS_POLLIN : 0) | LWS_POLLOUT);
+                /* Asked once per service; after that, a socket that took
+                 * the last write is taken to take the next (if it does not,
+                 * lws keeps the bytes and waits for POLLOUT itself). */
+                p[j].revents = round && ps->wrote[f] == ps->gen ? LWS_POLLOUT : 0;
             }
-            /* Asked once; a socket that took the last write takes the next
-             * (if not, lws keeps the bytes and waits for POLLOUT itself). */
             if (!round && poll(p, (nfds_t)n, 0) <= 0)
                 continue;
             /* servicing may close sockets and reorder out[]: p[] is a copy */
-            for (j = 0; j < n; j++)
-                if (p[j].revents && lws_service_fd(ctx, &p[j]) < 0)
+            for (j = 0; j < n; j++) {
+                if (!p[j].revents)
+                    continue;
+                if (!round && (p[j].revents & LWS_POLLOUT) && p[j].fd < ps->cap)
+                    ps->wrote[p[j].fd] = ps->gen;
+                if (lws_service_fd(ctx, &p[j]) < 0)
                     return -1;
+            }
         }
         if (lwspy_count_writeable == before)
             break;

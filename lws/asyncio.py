@@ -570,9 +570,11 @@ class _Runner:
         if ctx is None or ctx.closed:
             return
         try:
-            lib.lwspy_native_service(ctx._ctx, ctx._pollset, fd, ready)
+            more = lib.lwspy_native_service(ctx._ctx, ctx._pollset, fd, ready)
             ctx._after_service()
             self._sync()
+            if more > 0:  # lws holds buffered input still: next loop iteration
+                self.kick()
         except BaseException as exc:
             self.loop.call_exception_handler({"message": "lws service failed",
                                               "exception": exc})

@@ -567,7 +567,8 @@ lwspy_pollset_free(struct lwspy_pollset *ps)
  * 16 queued messages take 16 rounds); a socket that stays full is left for
  * the loop to watch for real. Then whatever lws holds buffered (rx it could
  * not deliver yet, TLS or inflated data) gets the forced service lws asks
- * for. lws' timers are left to the caller's periodic lws_service().
+ * for; 1 if some is still left (the caller services again soon). lws'
+ * timers are left to the caller's periodic lws_service().
  */
 #define LWSPY_OUT_BATCH 64
 
@@ -622,10 +623,15 @@ lwspy_native_service(struct lws_context *ctx, struct lwspy_pollset *ps, int fd, 
         if (lwspy_count_writeable == before)
             break;
     }
-    for (i = 0; i < 16 && !lws_service_adjust_timeout(ctx, 1, 0); i++)
+    for (i = 0; i < 64; i++) {
+        if (lws_service_adjust_timeout(ctx, 1, 0))
+            return 0;
         if (lws_service_tsi(ctx, -1, 0) < 0)
             return -1;
-    return 0;
+    }
+    /* More is buffered (a big compressed message takes a round per piece):
+     * 1 asks the caller to come back soon rather than wait for the tick. */
+    return !lws_service_adjust_timeout(ctx, 1, 0);
 }
 
 /*

@@ -220,7 +220,6 @@ static int
 lwspy_txq_close(struct lwspy_txq *q, int code, const unsigned char *reason, size_t len)
 {
     int ret = -2;
-
     unsigned char *copy;
 
     if (len > 123)  /* a close frame's payload is at most 125 bytes with the code */
@@ -460,45 +459,37 @@ lwspy_rx_message(struct lws *wsi, struct lwspy_proto *pp, struct lwspy_txq *q,
     return n;
 }
 
+/* A per-fd array grown from `old` to `cap` entries, new bytes set to `fill`. */
+static void *
+lwspy_grow(void *arr, size_t size, int old, int cap, int fill)
+{
+    unsigned char *p = realloc(arr, (size_t)cap * size);
+
+    if (p)
+        memset(p + (size_t)old * size, fill, (size_t)(cap - old) * size);
+    return p;
+}
+
+#define LWSPY_GROW(field, fill) do {                                        \
+        void *grown_ = lwspy_grow(ps->field, sizeof(*ps->field), old, cap, fill); \
+        if (!grown_)                                                        \
+            return -1;                                                      \
+        ps->field = grown_;                                                 \
+    } while (0)
+
 static int
 lwspy_pollset_grow(struct lwspy_pollset *ps, int fd)
 {
-    int cap = ps->cap ? ps->cap : 256;
-    unsigned char *ev, *li;
-    unsigned int *wr;
-    int *ch, *o, *op, i;
+    int cap = ps->cap ? ps->cap : 256, old = ps->cap;
 
     while (cap <= fd)
         cap *= 2;
-    ev = realloc(ps->events, (size_t)cap);
-    if (!ev)
-        return -1;
-    ps->events = ev;
-    li = realloc(ps->listed, (size_t)cap);
-    if (!li)
-        return -1;
-    ps->listed = li;
-    ch = realloc(ps->changed, (size_t)cap * sizeof(int));
-    if (!ch)
-        return -1;
-    ps->changed = ch;
-    o = realloc(ps->out, (size_t)cap * sizeof(int));
-    if (!o)
-        return -1;
-    ps->out = o;
-    op = realloc(ps->outpos, (size_t)cap * sizeof(int));
-    if (!op)
-        return -1;
-    ps->outpos = op;
-    for (i = ps->cap; i < cap; i++)
-        op[i] = -1;
-    wr = realloc(ps->wrote, (size_t)cap * sizeof(unsigned int));
-    if (!wr)
-        return -1;
-    ps->wrote = wr;
-    memset(wr + ps->cap, 0, (size_t)(cap - ps->cap) * sizeof(unsigned int));
-    memset(ev + ps->cap, 0, (size_t)(cap - ps->cap));
-    memset(li + ps->cap, 0, (size_t)(cap - ps->cap));
+    LWSPY_GROW(events, 0);
+    LWSPY_GROW(listed, 0);
+    LWSPY_GROW(changed, 0);
+    LWSPY_GROW(out, 0);
+    LWSPY_GROW(outpos, 0xff);  /* -1 in every byte: not in out[] */
+    LWSPY_GROW(wrote, 0);
     ps->cap = cap;
     return 0;
 }

@@ -22,10 +22,12 @@ says which one is in use:
     ``LWS_WITH_EXTERNAL_POLL``) and the loop watches them, calling lws when
     one is ready. No extra thread.
 ``"thread"``
-    lws runs on a service thread (``Context.run``); events cross to the loop
-    with ``call_soon_threadsafe`` and sends cross back through the
-    connection's thread-safe queue. Works with every lws build (Debian's
-    4.1.6 has no external poll).
+    lws runs on a service thread (``Context.run``). Messages cross to the
+    loop, and sends back to lws, in C (``lwspy_bridge``: an eventfd the loop
+    watches one way, ``lws_cancel_service()`` the other, once per batch), so
+    the service thread runs no Python per message; opening, closing and
+    pongs cross with ``call_soon_threadsafe``. Works with every lws build
+    (Debian's 4.1.6 has no external poll).
 
 ``mode="auto"`` (the default) picks native where the build allows it.
 
@@ -47,7 +49,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Itera
 from dataclasses import dataclass
 from typing import Any
 
-from ._binding import features, lib
+from ._binding import features, ffi, lib
 from .connection import Connection
 from .context import Context
 from .errors import (
@@ -66,6 +68,7 @@ from .tls import ClientTLS, ServerTLS
 __all__ = ["Request", "Server", "WebSocket", "connect", "serve"]
 
 logger = logging.getLogger("lws")
+NULL = ffi.NULL
 
 Message = str | bytes
 Handler = Callable[["WebSocket"], Awaitable[None]]
@@ -122,7 +125,11 @@ class WebSocket:
         self._loop = runner.loop
         self.connection = conn
         self.mode = runner.mode
-        self._native = runner.mode == "native"  # lws on this thread: no lock needed
+        self._native = runner.mode == "native"
+        # Thread mode: messages come through the C bridge and C pauses and
+        # resumes reading; either way _messages is touched on the loop only.
+        self._bridged = not self._native
+        self._txq = conn._txq
         self._messages: collections.deque[Message] = collections.deque()
         self._max_queue = max_queue
         self._write_limit = write_limit
@@ -135,8 +142,6 @@ class WebSocket:
         self.subprotocol: str | None = None
         self.close_code: int | None = None
         self.close_reason = ""
-        self._lock = threading.Lock()  # guards _messages/_paused between lws and loop threads
-        self._wake_pending = False  # thread mode: a wake-up is on its way to the loop
         self._keepalive: asyncio.Task[None] | None = None
 
     # -- properties -----------------------------------------------------------
@@ -158,13 +163,26 @@ class WebSocket:
 
     # -- events from lws (called on the loop thread) ----------------------------
 
-    def _on_message(self) -> None:
-        if not self._native:
-            with self._lock:
-                self._wake_pending = False
+    def _take(self, message: Message) -> None:
+        """A received message, on the loop (native mode: on_message; thread mode:
+        the bridge, or on_message if a message ever missed it)."""
+        self._messages.append(message)
+        if self._native and len(self._messages) > self._max_queue and not self._paused:
+            self._paused = True
+            self.connection.pause_reading()
         getter = self._getter
         if getter is not None and not getter.done():
             getter.set_result(None)
+
+    def _consumed(self) -> None:
+        """The app took a message: reading resumes once half the queue is free."""
+        if self._bridged:
+            lib.lwspy_bridge_consumed(self._txq)
+        elif self._paused and len(self._messages) <= self._max_queue // 2:
+            self._paused = False
+            with contextlib.suppress(ConnectionClosed):
+                self.connection.resume_reading()
+            self._runner.kick()
 
     def _on_drain(self) -> None:
         waiter = self._drained
@@ -204,6 +222,10 @@ class WebSocket:
                 return
 
     def _on_closed(self, code: int | None, reason: str) -> None:
+        if self._bridged:
+            # Messages the service thread handed over before the close come first.
+            self._runner._pull()
+            self._runner._by_id.pop(self.id, None)
         if self._keepalive is not None:
             self._keepalive.cancel()
             self._keepalive = None
@@ -238,16 +260,7 @@ class WebSocket:
         once the connection is closed and every received message was read.
         """
         messages = self._messages
-        if self._native and messages and not self._paused:
-            return messages.popleft()  # the common case, nothing to wait for
-        while True:
-            with self._lock:
-                if messages:
-                    message = messages.popleft()
-                    resume = self._paused and len(messages) <= self._max_queue // 2
-                    if resume:
-                        self._paused = False
-                    break
+        while not messages:
             if self._closed.done():
                 raise self._closed_error()
             self._getter = self._loop.create_future()
@@ -255,10 +268,9 @@ class WebSocket:
                 await self._getter
             finally:
                 self._getter = None
-        if resume:
-            with contextlib.suppress(ConnectionClosed):
-                self.connection.resume_reading()
-            self._runner.kick()
+        message = messages.popleft()
+        if self._bridged or self._paused:
+            self._consumed()
         return message
 
     def __aiter__(self) -> AsyncIterator[Message]:
@@ -267,8 +279,11 @@ class WebSocket:
     async def __anext__(self) -> Message:
         """``async for message in ws``: ends quietly on a normal close."""
         messages = self._messages
-        if self._native and messages and not self._paused:
-            return messages.popleft()
+        if messages:  # the common case, nothing to wait for
+            message = messages.popleft()
+            if self._bridged or self._paused:
+                self._consumed()
+            return message
         try:
             return await self.recv()
         except ConnectionClosedOK:
@@ -384,19 +399,15 @@ class _AsyncProtocol(Protocol):
         self._runner._on_open(self, conn)
 
     def on_message(self, conn: Connection, message: Message) -> None:
+        # Native mode: lws runs on the loop's thread, hand the message over.
+        # Thread mode's messages go through the C bridge instead (see
+        # _Runner._pull); one that came here would still reach the loop.
         ws = self._runner.sockets.get(conn)
-        if ws is not None and ws._native:
-            # lws runs on the loop's thread: hand the message over directly.
-            messages = ws._messages
-            messages.append(message)
-            if len(messages) > ws._max_queue and not ws._paused:
-                ws._paused = True
-                conn.pause_reading()
-            getter = ws._getter
-            if getter is not None and not getter.done():
-                getter.set_result(None)
-            return
-        self._runner._on_message(conn, message)
+        if ws is not None:
+            if ws._native:
+                ws._take(message)
+            else:
+                self._runner.loop.call_soon_threadsafe(ws._take, message)
 
     def on_receive_pong(self, conn: Connection, data: bytes) -> None:
         self._runner._deliver(conn, "_on_pong", data)
@@ -427,6 +438,9 @@ class _Runner:
         self.ping_timeout = limits.ping_timeout
         self.ctx: Context | None = None
         self.sockets: dict[Connection, WebSocket] = {}
+        # Thread mode: the C bridge (lwspy_bridge) and its sockets by connection id.
+        self._bridge: Any = None
+        self._by_id: dict[int, WebSocket] = {}
         self.pending_requests: dict[Connection, Request] = {}
         self.on_open: Callable[[WebSocket], None] | None = None
         self.client_subprotocol: str | None = None
@@ -457,6 +471,14 @@ class _Runner:
             self._sync()
             self._schedule_tick(0)
         else:
+            bridge = ffi.new("struct lwspy_bridge *")
+            fd = lib.lwspy_bridge_init(bridge, self.ctx._ctx)
+            if fd < 0:
+                self.ctx.close()
+                raise OSError(ffi.errno, "no eventfd for the lws service thread")
+            self._bridge = bridge
+            self.ctx._cx.bridge = bridge  # before the service thread starts
+            self.loop.add_reader(fd, self._pull)
             self._thread = threading.Thread(target=self._run_thread, name="lws-service",
                                             daemon=True)
             self._thread.start()
@@ -512,6 +534,11 @@ class _Runner:
                 if thread.is_alive():
                     raise LwsError("the lws service thread did not stop")
             ctx.close(timeout=0.5)
+            bridge = self._bridge
+            if bridge is not None:
+                self._pull()
+                self.loop.remove_reader(bridge.fd)
+                lib.lwspy_bridge_free(bridge)  # the memory stays: the sockets point at it
         for ws in list(self.sockets.values()):
             ws._on_closed(ws.close_code if ws.close_code is not None else 1006,
                           ws.close_reason)
@@ -549,10 +576,24 @@ class _Runner:
             raise LwsError("out of memory tracking lws' sockets")
 
     def kick(self) -> None:
-        """Native mode: output was queued from the loop; let lws write it soon (once)."""
-        if self.mode == "native" and not self._kicked:
+        """Output was queued from the loop: let lws write it soon, once for a batch.
+
+        Native mode services lws on the next loop iteration; thread mode wakes
+        the service thread then (sends meanwhile wait in C, lwspy_bridge_defer).
+        """
+        if self._kicked:
+            return
+        if self.mode == "native":
             self._kicked = True
             self.loop.call_soon(self._service)
+        elif self._bridge is not None:
+            self._kicked = True
+            lib.lwspy_bridge_defer(self._bridge)
+            self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._kicked = False
+        lib.lwspy_bridge_flush(self._bridge)
 
     def _unwatch(self, fd: int) -> None:
         old = self._watched.pop(fd, 0)
@@ -578,6 +619,37 @@ class _Runner:
         except BaseException as exc:
             self.loop.call_exception_handler({"message": "lws service failed",
                                               "exception": exc})
+
+    # -- thread mode: messages from the service thread ------------------------
+
+    def _pull(self) -> None:
+        """Take the whole messages the service thread handed over (in C)."""
+        m = lib.lwspy_bridge_take(self._bridge)
+        if m == NULL:
+            return
+        by_id = self._by_id
+        while m != NULL:
+            ws = by_id.get(m.conn_id)
+            size = m.len
+            message: Message = ffi.unpack(m.data, size) if size else b""
+            text = not m.binary
+            m = lib.lwspy_rxmsg_next(m)  # frees the one read
+            if ws is None:
+                continue
+            if text:
+                try:
+                    message = message.decode("utf-8")  # type: ignore[union-attr]
+                except UnicodeDecodeError:  # lws validates UTF-8: not expected
+                    ws._consumed()
+                    with contextlib.suppress(ConnectionClosed):
+                        ws.connection.close(1007, "invalid UTF-8")
+                    continue
+            ws._messages.append(message)
+            getter = ws._getter
+            if getter is not None and not getter.done():
+                getter.set_result(None)
+        # After the handlers' wake-ups: their answers go to lws in one wake-up.
+        self.kick()
 
     def _schedule_tick(self, delay: float) -> None:
         if self._tick is not None:
@@ -619,6 +691,14 @@ class _Runner:
         else:
             ws.subprotocol = self.client_subprotocol
         self.sockets[conn] = ws
+        if self._bridge is not None:
+            # On the service thread, before any message: from here on C
+            # hands messages to the loop and the loop's sends to lws.
+            self._by_id[conn.id] = ws
+            lib.lwspy_bridge_attach(self._bridge, conn._txq, conn._wsi, conn.id,
+                                    min(self.max_queue, 0x7FFFFFFF))
+            conn._bridged = True
+
         def drained() -> None:  # lws thread: wake a send() only if one waits
             if ws._drained is not None:
                 self._to_loop(ws._on_drain)
@@ -627,21 +707,6 @@ class _Runner:
         self._to_loop(ws._start_keepalive)
         if self.on_open is not None:
             self._to_loop(self.on_open, ws)
-
-    def _on_message(self, conn: Connection, message: Message) -> None:
-        ws = self.sockets.get(conn)
-        if ws is None:
-            return
-        with ws._lock:
-            ws._messages.append(message)
-            if len(ws._messages) > ws._max_queue and not ws._paused:
-                ws._paused = True
-                conn.pause_reading()  # on the lws thread: takes effect at once
-            # One wake-up crosses to the loop for a burst of messages.
-            wake = not ws._wake_pending
-            ws._wake_pending = True
-        if wake:
-            self._to_loop(ws._on_message)
 
     def _on_close(self, conn: Connection) -> None:
         self.pending_requests.pop(conn, None)

@@ -159,6 +159,7 @@ class Connection:
     __slots__ = (
         "__weakref__",
         "_bracket_user",
+        "_bridged",
         "_cb_user",
         "_closed",
         "_closing",
@@ -226,6 +227,9 @@ class Connection:
         # established, not closing, not destroyed: send() may take its fast path
         self._fast = False
         self._limit = 0  # the protocol's send_queue_limit, read once
+        # lws.asyncio's thread mode: C asks the service thread for WRITEABLE
+        # (lwspy_bridge_attach), no Python hop per send.
+        self._bridged = False
         # Python-side joining (protocols C does not join for), made on first use.
         self._rx_parts: list[bytes] | None = None
         self._rx_size = 0
@@ -561,9 +565,15 @@ class Connection:
             raise TypeError(f"send() takes str or a bytes-like object, not {type(data).__name__}")
         # The common case, on the lws thread in a handler, in one C call that
         # queues and asks for WRITEABLE; everything else goes to _enqueue.
-        if self._fast and _get_ident() == self._lws_thread.ident:
-            queued: int = lib.lwspy_send(self._txq, self._wsi, payload, len(payload), flags,
-                                         self._limit)
+        if self._fast:
+            if _get_ident() == self._lws_thread.ident:
+                queued: int = lib.lwspy_send(self._txq, self._wsi, payload, len(payload), flags,
+                                             self._limit)
+            elif self._bridged:
+                queued = lib.lwspy_send(self._txq, NULL, payload, len(payload), flags,
+                                        self._limit)
+            else:
+                queued = -1
             if queued >= 0:
                 return queued
         return self._enqueue(payload, flags)
@@ -611,7 +621,7 @@ class Connection:
                 raise ConnectionClosed(f"{self!r} is closing", self.close_code,
                                        self.close_reason)
             raise MemoryError(f"no memory to queue {n} bytes")
-        if self._established and not here:
+        if self._established and not here and not self._bridged:
             self._request_writeable()
         return int(queued)
 

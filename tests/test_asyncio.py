@@ -19,6 +19,7 @@ from websockets.asyncio.server import serve as ws_serve
 import lws
 import lws.asyncio as la
 from lws import c
+from lws._binding import lib
 
 MODES = ["native", "thread"] if lws.features["external_poll"] else ["thread"]
 LOOPS = {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
@@ -329,6 +330,58 @@ def test_tls_big_and_pipelined_messages(mode: str, run: Any, tmp_path: Path) -> 
     bigs, smalls = run(main())
     assert bigs == [big] * 3
     assert smalls == small
+
+
+def test_thread_mode_service_thread_runs_no_python_per_message(run: Any) -> None:
+    """Thread mode hands messages to the loop, and the loop's sends to lws, in C
+    (lwspy_bridge): echoing 2,000 messages, 16 in flight, calls Python on the
+    service thread a handful of times (opening, closing), not once a message."""
+    n = 2000
+
+    async def main() -> tuple[list[str], int]:
+        async with la.serve(echo, "127.0.0.1", 0, mode="thread") as server:
+            async with ws_connect(f"ws://127.0.0.1:{server.port}/") as client:
+                await client.send("warm")
+                assert await client.recv() == "warm"
+                before = lib.lwspy_count_python
+                got: list[str] = []
+                for i in range(n):
+                    await client.send(f"m{i}")
+                    if i >= 15:
+                        got.append(str(await client.recv()))
+                got += [str(await client.recv()) for _ in range(15)]
+                return got, lib.lwspy_count_python - before
+
+    got, calls = run(main())
+    assert got == [f"m{i}" for i in range(n)]
+    assert calls < n // 20, f"{calls} calls into Python for {n} messages"
+
+
+def test_thread_mode_send_from_another_thread(run: Any) -> None:
+    """A send from a thread that is neither the loop's nor lws' still reaches
+    the peer: the loop may be between batches (its flush pending) or idle."""
+
+    async def handler(ws: la.WebSocket) -> None:
+        await ws.recv()
+        conn = ws.connection
+        senders = [threading.Thread(target=lambda i=i: conn.send(f"t{i}")) for i in range(20)]
+        for t in senders:
+            t.start()
+        for t in senders:
+            t.join()
+        await ws.send("done")
+        await ws.wait_closed()
+
+    async def main() -> list[str]:
+        async with la.serve(handler, "127.0.0.1", 0, mode="thread") as server:
+            async with la.connect(f"ws://127.0.0.1:{server.port}/", mode="thread") as ws:
+                await ws.send("go")
+                got = [str(await asyncio.wait_for(ws.recv(), 10)) for _ in range(21)]
+        return got
+
+    got = run(main())
+    assert got[-1] == "done"  # queued after every thread's send had returned
+    assert sorted(got[:-1]) == sorted(f"t{i}" for i in range(20))
 
 
 def test_keepalive_pings_and_timeout(mode: str, run: Any) -> None:

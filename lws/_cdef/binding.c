@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 
 #define LWSPY_NREASONS 128
@@ -50,7 +51,59 @@ struct lwspy_txq {
     size_t rx_len, rx_cap;
     int rx_active;        /* a fragmented message is being joined */
     int rx_binary;
+    /* lws.asyncio's thread mode (see struct lwspy_bridge); bridge is set
+     * once, at ESTABLISHED; the rest is guarded by the bridge's mutex. */
+    struct lwspy_bridge *bridge;
+    struct lws *wsi;              /* while the connection lives */
+    long long conn_id;
+    struct lwspy_txq *want_next;  /* in bridge->wants */
+    int want_listed;
+    int wants;                    /* LWSPY_WANT_* for the service thread */
+    int rx_waiting;               /* messages the app has not consumed yet */
+    int rx_limit;                 /* more than this many waiting pauses reading */
+    int rx_paused;
 };
+
+/*
+ * lws.asyncio's thread mode: lws runs on a service thread, the app on the
+ * asyncio loop. The per-message hand-offs stay in C, so that the service
+ * thread needs neither Python nor the GIL for them: whole messages go to the
+ * loop through `head` and the eventfd the loop watches; the loop's sends (and
+ * reading resumed) ask for the service thread through `wants` and
+ * lws_cancel_service(), which lws answers with EVENT_WAIT_CANCELLED, served
+ * here in C. Both directions wake the other side once per batch, not per
+ * message: the eventfd is written after a whole lws_service() round, and
+ * while the loop is answering a batch (`deferring`) its sends wait for its
+ * flush. Two threads on one core would otherwise switch at every message.
+ */
+struct lwspy_rxmsg {
+    struct lwspy_rxmsg *next;
+    long long conn_id;
+    size_t len;
+    int binary;
+    char *data;           /* just after this header */
+};
+
+#define LWSPY_AGAIN_MAX 256
+
+struct lwspy_bridge {
+    pthread_mutex_t mu;
+    struct lws_context *ctx;
+    int fd;                 /* eventfd, readable while messages wait for the loop */
+    int signalled;          /* fd was written and the loop has not taken since */
+    struct lwspy_rxmsg *head, *tail;
+    struct lwspy_txq *wants;
+    int woke;               /* lws_cancel_service() called, wants not yet served */
+    int deferring;          /* the loop will flush: wants wait for it */
+    /* Service thread only: sockets that asked for WRITEABLE after a complete
+     * write (or for the loop) in this round, served without a poll() (see
+     * lwspy_run). */
+    int nagain;
+    int again[LWSPY_AGAIN_MAX];
+};
+
+#define LWSPY_WANT_WRITEABLE 1
+#define LWSPY_WANT_RESUME 2
 
 /*
  * lws.asyncio's native mode: lws' sockets as the loop must watch them, kept
@@ -76,6 +129,7 @@ struct lwspy_pollset {
 struct lwspy_ctx {
     void *handle;                   /* the Python Context (ffi.new_handle) */
     struct lwspy_pollset *pollset;  /* native mode only */
+    struct lwspy_bridge *bridge;    /* thread mode only */
 };
 
 #define LWSPY_RX_FIRST 1
@@ -166,6 +220,285 @@ lwspy_txq_init(struct lwspy_txq *q)
     pthread_mutex_init(&q->mu, NULL);
 }
 
+/* --- thread mode's hand-offs (struct lwspy_bridge) ------------------------- */
+
+/* Returns the eventfd for the loop to watch, or -1. */
+static int
+lwspy_bridge_init(struct lwspy_bridge *b, struct lws_context *ctx)
+{
+    b->fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (b->fd < 0)
+        return -1;
+    pthread_mutex_init(&b->mu, NULL);
+    b->ctx = ctx;
+    return b->fd;
+}
+
+/* Once lws is gone (every connection killed): drops what the loop never took. */
+static void
+lwspy_bridge_free(struct lwspy_bridge *b)
+{
+    struct lwspy_rxmsg *m, *next;
+
+    pthread_mutex_lock(&b->mu);
+    m = b->head;
+    b->head = b->tail = NULL;
+    b->wants = NULL;
+    pthread_mutex_unlock(&b->mu);
+    for (; m; m = next) {
+        next = m->next;
+        free(m);
+    }
+    if (b->fd >= 0)
+        close(b->fd);
+    b->fd = -1;
+}
+
+/* Service thread, at ESTABLISHED: the connection's messages go to the loop. */
+static void
+lwspy_bridge_attach(struct lwspy_bridge *b, struct lwspy_txq *q, struct lws *wsi,
+                    long long conn_id, int rx_limit)
+{
+    pthread_mutex_lock(&b->mu);
+    q->bridge = b;
+    q->wsi = wsi;
+    q->conn_id = conn_id;
+    q->rx_limit = rx_limit;
+    pthread_mutex_unlock(&b->mu);
+}
+
+/* Under b->mu: note what q wants; 1 if the caller must wake the service
+ * thread now (no wake-up on its way, and no flush coming from the loop). */
+static int
+lwspy_bridge_want_locked(struct lwspy_bridge *b, struct lwspy_txq *q, int want)
+{
+    if (!q->wsi)
+        return 0;
+    q->wants |= want;
+    if (!q->want_listed) {
+        q->want_listed = 1;
+        q->want_next = b->wants;
+        b->wants = q;
+    }
+    if (b->woke || b->deferring)
+        return 0;
+    b->woke = 1;
+    return 1;
+}
+
+/* Loop thread: it is answering a batch; wants wait for lwspy_bridge_flush. */
+static void
+lwspy_bridge_defer(struct lwspy_bridge *b)
+{
+    pthread_mutex_lock(&b->mu);
+    b->deferring = 1;
+    pthread_mutex_unlock(&b->mu);
+}
+
+/* Loop thread, after the batch: one wake-up for whatever it asked for. */
+static void
+lwspy_bridge_flush(struct lwspy_bridge *b)
+{
+    int wake;
+
+    pthread_mutex_lock(&b->mu);
+    b->deferring = 0;
+    wake = b->wants && !b->woke;
+    if (wake)
+        b->woke = 1;
+    pthread_mutex_unlock(&b->mu);
+    if (wake)
+        lws_cancel_service(b->ctx);
+}
+
+/* Loop thread: a send was queued; the service thread will ask for WRITEABLE. */
+static void
+lwspy_bridge_want(struct lwspy_txq *q, int want)
+{
+    struct lwspy_bridge *b = q->bridge;
+    int wake;
+
+    pthread_mutex_lock(&b->mu);
+    wake = lwspy_bridge_want_locked(b, q, want);
+    pthread_mutex_unlock(&b->mu);
+    if (wake)
+        lws_cancel_service(b->ctx);
+}
+
+/* Service thread: wsi asked for WRITEABLE and its socket took the last write. */
+static void
+lwspy_bridge_again(struct lwspy_bridge *b, struct lws *wsi)
+{
+    if (b->nagain < LWSPY_AGAIN_MAX)
+        b->again[b->nagain++] = lws_get_socket_fd(wsi);
+}
+
+/* Service thread, on EVENT_WAIT_CANCELLED: what the loop asked for. The
+ * lws calls are made outside the mutex, a batch at a time. */
+#define LWSPY_SERVE_BATCH 32
+
+static void
+lwspy_bridge_serve(struct lwspy_bridge *b)
+{
+    struct lws *wsi[LWSPY_SERVE_BATCH];
+    int want[LWSPY_SERVE_BATCH], n, i, more;
+
+    do {
+        n = 0;
+        pthread_mutex_lock(&b->mu);
+        b->woke = 0; /* wants added from now on wake us again */
+        while (b->wants && n < LWSPY_SERVE_BATCH) {
+            struct lwspy_txq *q = b->wants;
+
+            b->wants = q->want_next;
+            q->want_next = NULL;
+            q->want_listed = 0;
+            if (q->wsi) {
+                wsi[n] = q->wsi;
+                want[n++] = q->wants;
+            }
+            q->wants = 0;
+        }
+        more = b->wants != NULL;
+        pthread_mutex_unlock(&b->mu);
+        for (i = 0; i < n; i++) {
+            if (want[i] & LWSPY_WANT_RESUME)
+                lws_rx_flow_control(wsi[i], 1);
+            if (want[i] & LWSPY_WANT_WRITEABLE) {
+                lws_callback_on_writable(wsi[i]);
+                lwspy_bridge_again(b, wsi[i]);
+            }
+        }
+    } while (more);
+}
+
+/* Service thread: a whole message for the loop. Reading pauses while more
+ * than rx_limit of the connection's messages wait for the app. */
+static int
+lwspy_bridge_message(struct lws *wsi, struct lwspy_txq *q, const unsigned char *data,
+                     size_t len, int binary)
+{
+    struct lwspy_bridge *b = q->bridge;
+    struct lwspy_rxmsg *m = malloc(sizeof(*m) + len);
+    int pause;
+
+    if (!m) {
+        lwsl_err("lws binding: no memory for a %zu-byte message\n", len);
+        return -1;
+    }
+    m->next = NULL;
+    m->conn_id = q->conn_id;
+    m->len = len;
+    m->binary = binary;
+    m->data = (char *)(m + 1);
+    if (len)
+        memcpy(m->data, data, len);
+    pthread_mutex_lock(&b->mu);
+    if (b->tail)
+        b->tail->next = m;
+    else
+        b->head = m;
+    b->tail = m;
+    pause = ++q->rx_waiting > q->rx_limit && !q->rx_paused;
+    if (pause)
+        q->rx_paused = 1;
+    pthread_mutex_unlock(&b->mu);
+    if (pause)
+        lws_rx_flow_control(wsi, 0);
+    return 0;
+}
+
+/* Service thread, after a lws_service() round: wake the loop for the
+ * messages of the round (once until it takes them). */
+static void
+lwspy_bridge_signal(struct lwspy_bridge *b)
+{
+    int signal;
+
+    pthread_mutex_lock(&b->mu);
+    signal = b->head && !b->signalled;
+    if (signal)
+        b->signalled = 1;
+    pthread_mutex_unlock(&b->mu);
+    if (signal) {
+        uint64_t one = 1;
+
+        if (write(b->fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+            lwsl_err("lws binding: cannot wake the loop (errno %d)\n", errno);
+    }
+}
+
+/* Loop thread: every message waiting, oldest first (free each with
+ * lwspy_rxmsg_next). Reads the eventfd first: a message queued after that
+ * is either in this list or signals anew. */
+static struct lwspy_rxmsg *
+lwspy_bridge_take(struct lwspy_bridge *b)
+{
+    struct lwspy_rxmsg *m;
+    uint64_t n;
+
+    if (b->fd >= 0 && read(b->fd, &n, sizeof(n)) < 0 && errno != EAGAIN)
+        lwsl_err("lws binding: cannot read the loop's eventfd (errno %d)\n", errno);
+    pthread_mutex_lock(&b->mu);
+    m = b->head;
+    b->head = b->tail = NULL;
+    b->signalled = 0;
+    pthread_mutex_unlock(&b->mu);
+    return m;
+}
+
+static struct lwspy_rxmsg *
+lwspy_rxmsg_next(struct lwspy_rxmsg *m)
+{
+    struct lwspy_rxmsg *next = m->next;
+
+    free(m);
+    return next;
+}
+
+/* Loop thread: the app took one of q's messages; reading resumes once at
+ * most half of rx_limit wait. */
+static void
+lwspy_bridge_consumed(struct lwspy_txq *q)
+{
+    struct lwspy_bridge *b = q->bridge;
+    int wake = 0;
+
+    if (!b)
+        return;
+    pthread_mutex_lock(&b->mu);
+    if (q->rx_waiting)
+        q->rx_waiting--;
+    if (q->rx_paused && q->rx_waiting <= q->rx_limit / 2) {
+        q->rx_paused = 0;
+        wake = lwspy_bridge_want_locked(b, q, LWSPY_WANT_RESUME);
+    }
+    pthread_mutex_unlock(&b->mu);
+    if (wake)
+        lws_cancel_service(b->ctx);
+}
+
+/* Service thread, the connection is gone: out of the wants list. */
+static void
+lwspy_bridge_detach(struct lwspy_txq *q)
+{
+    struct lwspy_bridge *b = q->bridge;
+    struct lwspy_txq **pp;
+
+    pthread_mutex_lock(&b->mu);
+    if (q->want_listed) {
+        for (pp = &b->wants; *pp; pp = &(*pp)->want_next)
+            if (*pp == q) {
+                *pp = q->want_next;
+                break;
+            }
+        q->want_listed = 0;
+    }
+    q->wsi = NULL;
+    q->wants = 0;
+    pthread_mutex_unlock(&b->mu);
+}
+
 /* Returns the new queued size, -1 if it would pass limit, -2 if dead. */
 static long long
 lwspy_txq_push(struct lwspy_txq *q, const unsigned char *payload, size_t len,
@@ -203,15 +536,20 @@ lwspy_txq_push(struct lwspy_txq *q, const unsigned char *payload, size_t len,
 }
 
 /* push, then (wsi given: the caller is on the lws thread and the connection
- * is established) ask for WRITEABLE: one call per send from Python. */
+ * is established; or from the loop in thread mode) ask for WRITEABLE: one
+ * call per send from Python. */
 static long long
 lwspy_send(struct lwspy_txq *q, struct lws *wsi, const unsigned char *payload, size_t len,
            int flags, size_t limit)
 {
     long long ret = lwspy_txq_push(q, payload, len, flags, limit);
 
-    if (ret >= 0 && wsi)
-        lws_callback_on_writable(wsi);
+    if (ret >= 0) {
+        if (wsi)
+            lws_callback_on_writable(wsi);
+        else if (q->bridge)
+            lwspy_bridge_want(q, LWSPY_WANT_WRITEABLE);
+    }
     return ret;
 }
 
@@ -246,6 +584,8 @@ lwspy_txq_kill(struct lwspy_txq *q)
 {
     struct lwspy_msg *m, *next;
 
+    if (q->bridge)
+        lwspy_bridge_detach(q);
     pthread_mutex_lock(&q->mu);
     free(q->inflight);
     q->inflight = NULL;
@@ -266,6 +606,16 @@ lwspy_txq_kill(struct lwspy_txq *q)
         next = m->next;
         free(m);
     }
+}
+
+/* After a complete write, more to write: the next WRITEABLE (thread mode
+ * gives it without a poll(), see lwspy_run). */
+static void
+lwspy_txq_rearm(struct lws *wsi, struct lwspy_txq *q)
+{
+    lws_callback_on_writable(wsi);
+    if (q->bridge)
+        lwspy_bridge_again(q->bridge, wsi);
 }
 
 /*
@@ -307,7 +657,7 @@ lwspy_txq_drain(struct lws *wsi, struct lwspy_txq *q, int *ret)
         /* The next slice needs the LWS_PRE bytes before it: they are the
          * tail of this slice, already written. */
         m->off += n;
-        lws_callback_on_writable(wsi);
+        lwspy_txq_rearm(wsi, q);
         *ret = 0;
         return 1;
     }
@@ -329,7 +679,7 @@ lwspy_txq_drain(struct lws *wsi, struct lwspy_txq *q, int *ret)
          * lws would emit a broken frame sequence for it, so skip it. */
         free(m);
         if (more || close_code || turn)
-            lws_callback_on_writable(wsi);
+            lwspy_txq_rearm(wsi, q);
         *ret = 0;
         return 1;
     }
@@ -356,7 +706,7 @@ lwspy_txq_drain(struct lws *wsi, struct lwspy_txq *q, int *ret)
             return 1;
         }
         if (more || close_code || turn)
-            lws_callback_on_writable(wsi);
+            lwspy_txq_rearm(wsi, q);
         *ret = 0;
         return 1;
     }
@@ -375,7 +725,7 @@ lwspy_txq_drain(struct lws *wsi, struct lwspy_txq *q, int *ret)
             return 1;
         }
         if (more || close_code || turn)
-            lws_callback_on_writable(wsi);
+            lwspy_txq_rearm(wsi, q);
         *ret = 0;
         return 1;
     }
@@ -446,10 +796,14 @@ lwspy_rx_message(struct lws *wsi, struct lwspy_proto *pp, struct lwspy_txq *q,
         q->rx_active = 0;
         q->rx_len = 0;
     }
-    lwspy_count_python++;
-    n = _lwspy_message(q->handle, (uintptr_t)user, (char *)data, total, q->rx_binary);
-    if (n == LWSPY_DEFAULT)
-        n = 0; /* lws' default for RECEIVE: carry on */
+    if (q->bridge) {
+        n = lwspy_bridge_message(wsi, q, data, total, q->rx_binary);
+    } else {
+        lwspy_count_python++;
+        n = _lwspy_message(q->handle, (uintptr_t)user, (char *)data, total, q->rx_binary);
+        if (n == LWSPY_DEFAULT)
+            n = 0; /* lws' default for RECEIVE: carry on */
+    }
     if (q->rx && q->rx_cap > 65536 && !q->rx_active) {
         /* do not keep a big message's buffer for the connection's life */
         free(q->rx);
@@ -641,6 +995,13 @@ lwspy_trampoline(struct lws *wsi, enum lws_callback_reasons reason,
     int n, rx_flags = 0, fd_gone = 0;
 
     lwspy_count_in++;
+    if (reason == LWS_CALLBACK_EVENT_WAIT_CANCELLED) {
+        struct lws_context *lc = lws_get_context(wsi);
+        struct lwspy_ctx *cx = lc ? (struct lwspy_ctx *)lws_context_user(lc) : NULL;
+
+        if (cx && cx->bridge)
+            lwspy_bridge_serve(cx->bridge);
+    }
     if (reason == LWS_CALLBACK_ADD_POLL_FD || reason == LWS_CALLBACK_DEL_POLL_FD ||
         reason == LWS_CALLBACK_CHANGE_MODE_POLL_FD) {
         struct lws_context *lc = lws_get_context(wsi);
@@ -662,6 +1023,10 @@ lwspy_trampoline(struct lws *wsi, enum lws_callback_reasons reason,
 
         if (q && !q->dead && lwspy_txq_drain(wsi, q, &n))
             return n;
+        /* The queue is empty: only a WRITEABLE handler, or a send() waiting
+         * for the queue to drain (give_turn), has a use for this in Python. */
+        if (q && !q->dead && !q->give_turn && !pp->want[r])
+            return 0;
     }
     if (pp && pp->messages && (reason == LWS_CALLBACK_RECEIVE ||
                                reason == LWS_CALLBACK_CLIENT_RECEIVE)) {
@@ -703,9 +1068,41 @@ lwspy_trampoline_ptr(void)
 static int
 lwspy_run(struct lws_context *ctx, int *attention)
 {
-    while (!__atomic_load_n(attention, __ATOMIC_ACQUIRE))
+    struct lwspy_ctx *cx = (struct lwspy_ctx *)lws_context_user(ctx);
+    struct lwspy_bridge *b = cx ? cx->bridge : NULL;
+    int round;
+
+    while (!__atomic_load_n(attention, __ATOMIC_ACQUIRE)) {
         if (lws_service(ctx, 0) < 0)
             return -1;
+        if (!b)
+            continue;
+        /*
+         * Thread mode: the sockets that asked for WRITEABLE right after a
+         * complete write get it at once, as native mode does, without a
+         * poll() each (one lws_write per WRITEABLE still: a queue of 16
+         * takes 16 rounds). A socket that turns out full makes lws keep the
+         * bytes and wait for POLLOUT itself. Then the round's messages go
+         * to the loop, in one wake-up.
+         */
+        for (round = 0; round < 256 && b->nagain; round++) {
+            int fds[LWSPY_AGAIN_MAX], n = b->nagain, i;
+
+            memcpy(fds, b->again, (size_t)n * sizeof(int));
+            b->nagain = 0;
+            for (i = 0; i < n; i++) {
+                struct lws_pollfd pfd;
+
+                pfd.fd = fds[i];
+                pfd.events = LWS_POLLOUT;
+                pfd.revents = LWS_POLLOUT;
+                if (lws_service_fd(ctx, &pfd) < 0)
+                    return -1;
+            }
+        }
+        b->nagain = 0;
+        lwspy_bridge_signal(b);
+    }
     return 0;
 }
 

@@ -156,8 +156,25 @@ struct lwspy_pollset {
     ...;
 };
 
+/* lws.asyncio's thread mode: the hand-offs between the service thread and
+ * the loop, kept in C (binding.c). */
+struct lwspy_bridge {
+    int fd;             /* eventfd: readable while messages wait for the loop */
+    ...;
+};
+
+/* A whole message on its way to the loop (lwspy_bridge_take). */
+struct lwspy_rxmsg {
+    struct lwspy_rxmsg *next;
+    long long conn_id;
+    size_t len;
+    int binary;
+    char *data;
+};
+
 /* The lws context's user pointer. */
 struct lwspy_ctx {
     void *handle;
     struct lwspy_pollset *pollset;
+    struct lwspy_bridge *bridge;
 };

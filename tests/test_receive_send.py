@@ -117,6 +117,31 @@ def test_pause_and_resume_reading() -> None:
             _wait(lambda: got == ["pause", "after"])
 
 
+def test_a_burst_to_a_late_reader_arrives_whole_and_in_order() -> None:
+    """Context.run() gives a connection its next WRITEABLE without a poll()
+    after a complete write; once the socket is full, lws must keep the bytes
+    and wait for POLLOUT: a reader that starts late still gets everything."""
+    big = [bytes([i % 256]) * 32768 for i in range(300)]  # ~9.8 MB, far past the socket buffers
+    small = [f"s{i}" for i in range(2000)]
+
+    class Burst(lws.Protocol):
+        name = "burst"
+        send_queue_limit = 16 << 20
+
+        def on_message(self, conn: lws.Connection, message: Any) -> None:
+            for part in big if message == "big" else small:
+                conn.send(part)
+
+    with lws.Context([Burst()], port=0, host="127.0.0.1") as ctx, serving(ctx):
+        with ws_connect(url(ctx), subprotocols=["burst"], max_size=None) as ws:
+            ws.send("big")
+            time.sleep(0.5)  # the server fills the socket meanwhile
+            assert [ws.recv(timeout=10) for _ in big] == big
+            ws.send("small")
+            time.sleep(0.2)
+            assert [ws.recv(timeout=10) for _ in small] == small
+
+
 def test_request_writeable_all_reaches_every_connection() -> None:
     class Ticker(lws.Protocol):
         name = "ticker"

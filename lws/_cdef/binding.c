@@ -84,8 +84,6 @@ struct lwspy_rxmsg {
     char *data;           /* just after this header */
 };
 
-#define LWSPY_AGAIN_MAX 256
-
 struct lwspy_bridge {
     pthread_mutex_t mu;
     struct lws_context *ctx;
@@ -95,11 +93,6 @@ struct lwspy_bridge {
     struct lwspy_txq *wants;
     int woke;               /* lws_cancel_service() called, wants not yet served */
     int deferring;          /* the loop will flush: wants wait for it */
-    /* Service thread only: sockets that asked for WRITEABLE after a complete
-     * write (or for the loop) in this round, served without a poll() (see
-     * lwspy_run). */
-    int nagain;
-    int again[LWSPY_AGAIN_MAX];
 };
 
 #define LWSPY_WANT_WRITEABLE 1
@@ -125,11 +118,18 @@ struct lwspy_pollset {
     unsigned int gen;       /* counts native services */
 };
 
+#define LWSPY_AGAIN_MAX 256
+
 /* What the lws context's user pointer points to. */
 struct lwspy_ctx {
     void *handle;                   /* the Python Context (ffi.new_handle) */
     struct lwspy_pollset *pollset;  /* native mode only */
     struct lwspy_bridge *bridge;    /* thread mode only */
+    /* While lwspy_run() runs: the sockets that asked for WRITEABLE right
+     * after a complete write in this round (see lwspy_run). */
+    int again_on;
+    int nagain;
+    int again[LWSPY_AGAIN_MAX];
 };
 
 #define LWSPY_RX_FIRST 1
@@ -218,6 +218,19 @@ static void
 lwspy_txq_init(struct lwspy_txq *q)
 {
     pthread_mutex_init(&q->mu, NULL);
+}
+
+/* lws_callback_on_writable() for a socket that took the last write
+ * whole: within Context.run(), its WRITEABLE comes without a poll() (see
+ * lwspy_run). */
+static void
+lwspy_writable_again(struct lws *wsi)
+{
+    struct lwspy_ctx *cx = (struct lwspy_ctx *)lws_context_user(lws_get_context(wsi));
+
+    lws_callback_on_writable(wsi);
+    if (cx && cx->again_on && cx->nagain < LWSPY_AGAIN_MAX)
+        cx->again[cx->nagain++] = lws_get_socket_fd(wsi);
 }
 
 /* --- thread mode's hand-offs (struct lwspy_bridge) ------------------------- */
@@ -325,14 +338,6 @@ lwspy_bridge_want(struct lwspy_txq *q, int want)
         lws_cancel_service(b->ctx);
 }
 
-/* Service thread: wsi asked for WRITEABLE and its socket took the last write. */
-static void
-lwspy_bridge_again(struct lwspy_bridge *b, struct lws *wsi)
-{
-    if (b->nagain < LWSPY_AGAIN_MAX)
-        b->again[b->nagain++] = lws_get_socket_fd(wsi);
-}
-
 /* Service thread, on EVENT_WAIT_CANCELLED: what the loop asked for. The
  * lws calls are made outside the mutex, a batch at a time. */
 #define LWSPY_SERVE_BATCH 32
@@ -364,10 +369,8 @@ lwspy_bridge_serve(struct lwspy_bridge *b)
         for (i = 0; i < n; i++) {
             if (want[i] & LWSPY_WANT_RESUME)
                 lws_rx_flow_control(wsi[i], 1);
-            if (want[i] & LWSPY_WANT_WRITEABLE) {
-                lws_callback_on_writable(wsi[i]);
-                lwspy_bridge_again(b, wsi[i]);
-            }
+            if (want[i] & LWSPY_WANT_WRITEABLE)
+                lwspy_writable_again(wsi[i]);
         }
     } while (more);
 }
@@ -608,15 +611,6 @@ lwspy_txq_kill(struct lwspy_txq *q)
     }
 }
 
-/* After a complete write, more to write: the next WRITEABLE (thread mode
- * gives it without a poll(), see lwspy_run). */
-static void
-lwspy_txq_rearm(struct lws *wsi, struct lwspy_txq *q)
-{
-    lws_callback_on_writable(wsi);
-    if (q->bridge)
-        lwspy_bridge_again(q->bridge, wsi);
-}
 
 /*
  * WRITEABLE with something queued: one lws_write, as lws requires, without
@@ -657,7 +651,7 @@ lwspy_txq_drain(struct lws *wsi, struct lwspy_txq *q, int *ret)
         /* The next slice needs the LWS_PRE bytes before it: they are the
          * tail of this slice, already written. */
         m->off += n;
-        lwspy_txq_rearm(wsi, q);
+        lwspy_writable_again(wsi);
         *ret = 0;
         return 1;
     }
@@ -679,7 +673,7 @@ lwspy_txq_drain(struct lws *wsi, struct lwspy_txq *q, int *ret)
          * lws would emit a broken frame sequence for it, so skip it. */
         free(m);
         if (more || close_code || turn)
-            lwspy_txq_rearm(wsi, q);
+            lwspy_writable_again(wsi);
         *ret = 0;
         return 1;
     }
@@ -706,7 +700,7 @@ lwspy_txq_drain(struct lws *wsi, struct lwspy_txq *q, int *ret)
             return 1;
         }
         if (more || close_code || turn)
-            lwspy_txq_rearm(wsi, q);
+            lwspy_writable_again(wsi);
         *ret = 0;
         return 1;
     }
@@ -725,7 +719,7 @@ lwspy_txq_drain(struct lws *wsi, struct lwspy_txq *q, int *ret)
             return 1;
         }
         if (more || close_code || turn)
-            lwspy_txq_rearm(wsi, q);
+            lwspy_writable_again(wsi);
         *ret = 0;
         return 1;
     }
@@ -1066,33 +1060,27 @@ lwspy_trampoline_ptr(void)
  * for Python's handlers: see lwspy_sigwake) or lws fails.
  */
 static int
-lwspy_run(struct lws_context *ctx, int *attention)
+lwspy_run_rounds(struct lws_context *ctx, struct lwspy_ctx *cx, int *attention)
 {
-    struct lwspy_ctx *cx = (struct lwspy_ctx *)lws_context_user(ctx);
-    struct lwspy_bridge *b = cx ? cx->bridge : NULL;
-    int round;
+    int round, i, n, fds[LWSPY_AGAIN_MAX];
+    struct lws_pollfd pfd;
 
     while (!__atomic_load_n(attention, __ATOMIC_ACQUIRE)) {
+        cx->nagain = 0;
         if (lws_service(ctx, 0) < 0)
             return -1;
-        if (!b)
-            continue;
         /*
-         * Thread mode: the sockets that asked for WRITEABLE right after a
-         * complete write get it at once, as native mode does, without a
-         * poll() each (one lws_write per WRITEABLE still: a queue of 16
-         * takes 16 rounds). A socket that turns out full makes lws keep the
-         * bytes and wait for POLLOUT itself. Then the round's messages go
-         * to the loop, in one wake-up.
+         * The sockets that asked for WRITEABLE right after a complete write
+         * get it at once, as native mode does, rather than through one
+         * more poll() per message (one lws_write per WRITEABLE still: a
+         * queue of 16 takes 16 rounds). A socket that turns out full makes
+         * lws keep the bytes and wait for POLLOUT itself.
          */
-        for (round = 0; round < 256 && b->nagain; round++) {
-            int fds[LWSPY_AGAIN_MAX], n = b->nagain, i;
-
-            memcpy(fds, b->again, (size_t)n * sizeof(int));
-            b->nagain = 0;
+        for (round = 0; round < 256 && cx->nagain; round++) {
+            n = cx->nagain;
+            memcpy(fds, cx->again, (size_t)n * sizeof(int));
+            cx->nagain = 0;
             for (i = 0; i < n; i++) {
-                struct lws_pollfd pfd;
-
                 pfd.fd = fds[i];
                 pfd.events = LWS_POLLOUT;
                 pfd.revents = LWS_POLLOUT;
@@ -1100,10 +1088,29 @@ lwspy_run(struct lws_context *ctx, int *attention)
                     return -1;
             }
         }
-        b->nagain = 0;
-        lwspy_bridge_signal(b);
+        if (cx->bridge)
+            lwspy_bridge_signal(cx->bridge); /* thread mode: the round's messages */
     }
     return 0;
+}
+
+static int
+lwspy_run(struct lws_context *ctx, int *attention)
+{
+    struct lwspy_ctx *cx = (struct lwspy_ctx *)lws_context_user(ctx);
+    int ret;
+
+    if (!cx) {
+        while (!__atomic_load_n(attention, __ATOMIC_ACQUIRE))
+            if (lws_service(ctx, 0) < 0)
+                return -1;
+        return 0;
+    }
+    cx->again_on = 1;
+    ret = lwspy_run_rounds(ctx, cx, attention);
+    cx->again_on = 0;
+    cx->nagain = 0;
+    return ret;
 }
 
 /*

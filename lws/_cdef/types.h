@@ -177,4 +177,5 @@ struct lwspy_ctx {
     void *handle;
     struct lwspy_pollset *pollset;
     struct lwspy_bridge *bridge;
+    ...;
 };

@@ -540,7 +540,8 @@ lwspy_txq_push(struct lwspy_txq *q, const unsigned char *payload, size_t len,
 
 /* push, then (wsi given: the caller is on the lws thread and the connection
  * is established; or from the loop in thread mode) ask for WRITEABLE: one
- * call per send from Python. */
+ * call per send from Python. Within Context.run(), the first write of a
+ * reply also comes without a poll() (lwspy_writable_again). */
 static long long
 lwspy_send(struct lwspy_txq *q, struct lws *wsi, const unsigned char *payload, size_t len,
            int flags, size_t limit)
@@ -549,7 +550,7 @@ lwspy_send(struct lwspy_txq *q, struct lws *wsi, const unsigned char *payload, s
 
     if (ret >= 0) {
         if (wsi)
-            lws_callback_on_writable(wsi);
+            lwspy_writable_again(wsi);
         else if (q->bridge)
             lwspy_bridge_want(q, LWSPY_WANT_WRITEABLE);
     }

@@ -227,10 +227,12 @@ static void
 lwspy_writable_again(struct lws *wsi)
 {
     struct lwspy_ctx *cx = (struct lwspy_ctx *)lws_context_user(lws_get_context(wsi));
+    int fd;
 
     lws_callback_on_writable(wsi);
-    if (cx && cx->again_on && cx->nagain < LWSPY_AGAIN_MAX)
-        cx->again[cx->nagain++] = lws_get_socket_fd(wsi);
+    if (cx && cx->again_on && cx->nagain < LWSPY_AGAIN_MAX &&
+        (fd = lws_get_socket_fd(wsi)) >= 0)
+        cx->again[cx->nagain++] = fd;
 }
 
 /* --- thread mode's hand-offs (struct lwspy_bridge) ------------------------- */

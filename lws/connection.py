@@ -566,16 +566,12 @@ class Connection:
         # The common case, on the lws thread in a handler, in one C call that
         # queues and asks for WRITEABLE; everything else goes to _enqueue.
         if self._fast:
-            if _get_ident() == self._lws_thread.ident:
-                queued: int = lib.lwspy_send(self._txq, self._wsi, payload, len(payload), flags,
-                                             self._limit)
-            elif self._bridged:
-                queued = lib.lwspy_send(self._txq, NULL, payload, len(payload), flags,
-                                        self._limit)
-            else:
-                queued = -1
-            if queued >= 0:
-                return queued
+            here = _get_ident() == self._lws_thread.ident
+            if here or self._bridged:  # off the lws thread, C asks the bridge instead
+                queued: int = lib.lwspy_send(self._txq, self._wsi if here else NULL, payload,
+                                             len(payload), flags, self._limit)
+                if queued >= 0:
+                    return queued
         return self._enqueue(payload, flags)
 
     def send_fragment(self, data: bytes | str, *, first: bool, final: bool,

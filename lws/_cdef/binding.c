@@ -1100,15 +1100,9 @@ lwspy_run_rounds(struct lws_context *ctx, struct lwspy_ctx *cx, int *attention)
 static int
 lwspy_run(struct lws_context *ctx, int *attention)
 {
-    struct lwspy_ctx *cx = (struct lwspy_ctx *)lws_context_user(ctx);
+    struct lwspy_ctx *cx = (struct lwspy_ctx *)lws_context_user(ctx); /* always set */
     int ret;
 
-    if (!cx) {
-        while (!__atomic_load_n(attention, __ATOMIC_ACQUIRE))
-            if (lws_service(ctx, 0) < 0)
-                return -1;
-        return 0;
-    }
     cx->again_on = 1;
     ret = lwspy_run_rounds(ctx, cx, attention);
     cx->again_on = 0;

@@ -8,6 +8,9 @@ permessage-deflate then fails one test instead of killing pytest):
     python tests/interop_peer.py client URL [--deflate]
         sends MESSAGES() plus fragments and a ping, checks what comes back,
         closes with 1000 "bye", prints a JSON summary
+    python tests/interop_peer.py listen URL [--deflate]
+        sends "go", records messages and pongs until the message "done",
+        closes with 1000 "bye", prints a JSON summary
 
 Not collected by pytest (no ``test_`` prefix).
 """
@@ -139,6 +142,19 @@ def run_client(url: str, deflate: bool, timeout: float = 60.0) -> dict[str, Any]
     }
 
 
+def run_listener(url: str, deflate: bool, timeout: float = 10.0) -> dict[str, Any]:
+    client = ScriptedClient(["go"])
+    kwargs: dict[str, Any] = {"permessage_deflate": True} if deflate else {}
+    with lws.Context([client], **kwargs) as ctx:
+        conn = ctx.connect(url, client, subprotocol=None)
+        pump(ctx, lambda: conn.closed or "done" in client.received, timeout=timeout)
+        if not conn.closed:
+            conn.close(1000, "bye")
+            pump(ctx, lambda: conn.closed, timeout=10)
+    return {"received": client.received, "pongs": [p.decode() for p in client.pongs],
+            "close_code": conn.close_code, "error": conn.error}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="mode", required=True)
@@ -147,9 +163,13 @@ def main(argv: list[str] | None = None) -> int:
     cli = sub.add_parser("client")
     cli.add_argument("url")
     cli.add_argument("--deflate", action="store_true")
+    lis = sub.add_parser("listen")
+    lis.add_argument("url")
+    lis.add_argument("--deflate", action="store_true")
     args = parser.parse_args(argv)
-    if args.mode == "client":
-        print(json.dumps(run_client(args.url, args.deflate)), flush=True)
+    if args.mode in ("client", "listen"):
+        run = run_client if args.mode == "client" else run_listener
+        print(json.dumps(run(args.url, args.deflate)), flush=True)
         return 0
     proto = EchoServer()
     kwargs: dict[str, Any] = {"permessage_deflate": True} if args.deflate else {}

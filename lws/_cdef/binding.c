@@ -1235,12 +1235,49 @@ lwspy_timer_cancel(struct lws_context *ctx, struct lwspy_timer *t)
     lws_sul_cancel(&t->sul);
 }
 
+#if !defined(LWS_WITHOUT_EXTENSIONS)
+/*
+ * lws' client parser before 4.3.5 (4.1.6 here; upstream issues 2749 and
+ * 2794 report 4.3.2) loops for ever inside lws_service() when a connection
+ * with permessage-deflate receives a frame the extension leaves alone: a
+ * pong with a payload, or a data frame the peer did not compress (Node's ws
+ * does not compress small messages). The extension answers "nothing we
+ * should do" and that parser then never counts the payload as consumed, so
+ * it hands the same bytes to the callback again and again. Its server
+ * parser, and every parser from 4.3.5 on, treat that answer like "unknown"
+ * (the answer when no extension is active); telling the old client parser
+ * "unknown" makes it consume the payload once, as the newer ones do. The
+ * values are lws' private enum pmd_return (the same in 4.1 and 4.3).
+ */
+#define LWSPY_PMDR_UNKNOWN 0
+#define LWSPY_PMDR_NOTHING_WE_SHOULD_DO 5
+
+static int
+lwspy_pmd_callback(struct lws_context *context, const struct lws_extension *ext,
+                   struct lws *wsi, enum lws_extension_callback_reasons reason,
+                   void *user, void *in, size_t len)
+{
+    int n = lws_extension_callback_pm_deflate(context, ext, wsi, reason, user, in, len);
+#if LWS_LIBRARY_VERSION_MAJOR == 4 && LWS_LIBRARY_VERSION_MINOR < 3 || \
+    LWS_LIBRARY_VERSION_MAJOR == 4 && LWS_LIBRARY_VERSION_MINOR == 3 && \
+    LWS_LIBRARY_VERSION_PATCH < 5
+    if (reason == LWS_EXT_CB_PAYLOAD_RX && n == LWSPY_PMDR_NOTHING_WE_SHOULD_DO) {
+        struct lwspy_txq *q = (struct lwspy_txq *)lws_get_opaque_user_data(wsi);
+
+        if (q && q->client)
+            return LWSPY_PMDR_UNKNOWN;
+    }
+#endif
+    return n;
+}
+#endif
+
 static int
 lwspy_pmd_extension(struct lws_extension *ext)
 {
 #if !defined(LWS_WITHOUT_EXTENSIONS)
     ext[0].name = "permessage-deflate";
-    ext[0].callback = lws_extension_callback_pm_deflate;
+    ext[0].callback = lwspy_pmd_callback;
     ext[0].client_offer = "permessage-deflate; client_max_window_bits";
     memset(&ext[1], 0, sizeof(ext[1]));
     return 1;

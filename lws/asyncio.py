@@ -67,6 +67,8 @@ from .tls import ClientTLS, ServerTLS
 
 __all__ = ["Request", "Server", "WebSocket", "connect", "serve"]
 
+_WRITE_TEXT = lib.LWS_WRITE_TEXT
+_WRITE_BINARY = lib.LWS_WRITE_BINARY
 logger = logging.getLogger("lws")
 NULL = ffi.NULL
 
@@ -126,9 +128,10 @@ class WebSocket:
         self.connection = conn
         self.mode = runner.mode
         self._native = runner.mode == "native"
-        # Thread mode: messages come through the C bridge and C pauses and
-        # resumes reading; either way _messages is touched on the loop only.
-        self._bridged = not self._native
+        # Messages come through the C bridge (_Runner._pull) in both modes;
+        # in thread mode C also pauses and resumes reading (Python does in
+        # native mode). Either way _messages is touched on the loop only.
+        self._c_flow = not self._native
         self._txq = conn._txq
         self._messages: collections.deque[Message] = collections.deque()
         self._max_queue = max_queue
@@ -164,10 +167,10 @@ class WebSocket:
     # -- events from lws (called on the loop thread) ----------------------------
 
     def _take(self, message: Message) -> None:
-        """A received message, on the loop (native mode: on_message; thread mode:
-        the bridge, or on_message if a message ever missed it)."""
-        self._messages.append(message)
-        if self._native and len(self._messages) > self._max_queue and not self._paused:
+        """A received message that missed the bridge (on_message), on the loop."""
+        messages = self._messages
+        messages.append(message)
+        if len(messages) > self._max_queue and self._native and not self._paused:
             self._paused = True
             self.connection.pause_reading()
         getter = self._getter
@@ -176,7 +179,7 @@ class WebSocket:
 
     def _consumed(self) -> None:
         """The app took a message: reading resumes once half the queue is free."""
-        if self._bridged:
+        if self._c_flow:
             lib.lwspy_bridge_consumed(self._txq)
         elif self._paused and len(self._messages) <= self._max_queue // 2:
             self._paused = False
@@ -222,8 +225,8 @@ class WebSocket:
                 return
 
     def _on_closed(self, code: int | None, reason: str) -> None:
-        if self._bridged:
-            # Messages the service thread handed over before the close come first.
+        if self._runner._bridge is not None:
+            # Messages lws handed over before the close come first.
             self._runner._pull()
             self._runner._by_id.pop(self.id, None)
         if self._keepalive is not None:
@@ -269,7 +272,7 @@ class WebSocket:
             finally:
                 self._getter = None
         message = messages.popleft()
-        if self._bridged or self._paused:
+        if self._c_flow or self._paused:
             self._consumed()
         return message
 
@@ -281,7 +284,7 @@ class WebSocket:
         messages = self._messages
         if messages:  # the common case, nothing to wait for
             message = messages.popleft()
-            if self._bridged or self._paused:
+            if self._c_flow or self._paused:
                 self._consumed()
             return message
         try:
@@ -297,13 +300,31 @@ class WebSocket:
         Once the message is queued, waits while more than ``write_limit``
         bytes are queued on the connection (the peer is not reading).
         """
+        kind = type(message)
+        conn = self.connection
+        if self._native and conn._fast and (kind is bytes or kind is str):
+            # The common case, Connection.send's fast path inlined (this is the
+            # lws thread): queue it, then wait only if that passed the limit.
+            if kind is bytes:
+                payload: bytes = message  # type: ignore[assignment]
+                flags = _WRITE_BINARY
+            else:
+                payload = message.encode("utf-8")  # type: ignore[union-attr]
+                flags = _WRITE_TEXT
+            queued = lib.lwspy_send(self._txq, conn._wsi, payload, len(payload), flags,
+                                    conn._limit)
+            if queued >= 0:
+                runner = self._runner
+                if not runner._kicked:
+                    runner.kick()
+                if queued > self._write_limit:
+                    await self._wait_drained()
+                return
         if self._closed.done():
             raise self._closed_error()
-        kind = type(message)
         if kind is bytes or kind is str:
-            # The common case: queue it, then wait only if that passed the limit.
             try:
-                queued = self.connection.send(message)  # type: ignore[arg-type]
+                queued = conn.send(message)  # type: ignore[arg-type]
             except ConnectionClosed:
                 await asyncio.shield(self._closed)
                 raise self._closed_error() from None
@@ -438,7 +459,8 @@ class _Runner:
         self.ping_timeout = limits.ping_timeout
         self.ctx: Context | None = None
         self.sockets: dict[Connection, WebSocket] = {}
-        # Thread mode: the C bridge (lwspy_bridge) and its sockets by connection id.
+        # The C bridge (lwspy_bridge) that hands messages over, and its
+        # sockets by connection id.
         self._bridge: Any = None
         self._by_id: dict[int, WebSocket] = {}
         self.pending_requests: dict[Connection, Request] = {}
@@ -464,20 +486,21 @@ class _Runner:
     # -- starting and stopping -----------------------------------------------
 
     def start(self, protocols: list[Protocol], **ctx_options: Any) -> Context:
-        self.ctx = Context(protocols, _native=self.mode == "native", **ctx_options)
-        if self.mode == "native":
+        native = self.mode == "native"
+        self.ctx = Context(protocols, _native=native, **ctx_options)
+        bridge = ffi.new("struct lwspy_bridge *")
+        fd = lib.lwspy_bridge_init(bridge, self.ctx._ctx, 0 if native else 1)
+        if fd < 0:
+            self.ctx.close()
+            raise OSError(ffi.errno, "no eventfd for the lws service thread")
+        self._bridge = bridge
+        self.ctx._cx.bridge = bridge  # before lws serves anything
+        if native:
             self.ctx._on_fd_gone = self._unwatch
             self.ctx._lws_thread.ident = threading.get_ident()  # lws lives on this loop
             self._sync()
             self._schedule_tick(0)
         else:
-            bridge = ffi.new("struct lwspy_bridge *")
-            fd = lib.lwspy_bridge_init(bridge, self.ctx._ctx)
-            if fd < 0:
-                self.ctx.close()
-                raise OSError(ffi.errno, "no eventfd for the lws service thread")
-            self._bridge = bridge
-            self.ctx._cx.bridge = bridge  # before the service thread starts
             self.loop.add_reader(fd, self._pull)
             self._thread = threading.Thread(target=self._run_thread, name="lws-service",
                                             daemon=True)
@@ -523,6 +546,8 @@ class _Runner:
             ctx.close(timeout=0.5)
             for fd in list(self._watched):
                 self._unwatch(fd)
+            self._pull()
+            lib.lwspy_bridge_free(self._bridge)  # the memory stays: the sockets point at it
         else:
             ctx.stop()
             thread = self._thread
@@ -614,29 +639,39 @@ class _Runner:
             more = lib.lwspy_native_service(ctx._ctx, ctx._pollset, fd, ready)
             ctx._after_service()
             self._sync()
-            if more > 0:  # lws holds buffered input still: next loop iteration
-                self.kick()
+            if more > 0:
+                if more & 2:  # messages came in
+                    self._pull()
+                if more & 1:  # lws holds buffered input still: next loop iteration
+                    self.kick()
         except BaseException as exc:
             self.loop.call_exception_handler({"message": "lws service failed",
                                               "exception": exc})
 
-    # -- thread mode: messages from the service thread ------------------------
+    # -- messages from lws ---------------------------------------------------
 
     def _pull(self) -> None:
-        """Take the whole messages the service thread handed over (in C)."""
-        m = lib.lwspy_bridge_take(self._bridge)
-        if m == NULL:
+        """Take the whole messages lws handed over (in C): the service thread's,
+        or, in native mode, those of the service that just ran."""
+        bridge = self._bridge
+        n = lib.lwspy_bridge_take(bridge)
+        if not n:
             return
+        taken = bridge.taken
+        size = taken.len
+        blob = ffi.unpack(taken.data, size) if size else b""
+        meta = ffi.unpack(taken.meta, 3 * n)  # per message: connection id, length, binary
         by_id = self._by_id
-        while m != NULL:
-            ws = by_id.get(m.conn_id)
-            size = m.len
-            message: Message = ffi.unpack(m.data, size) if size else b""
-            text = not m.binary
-            m = lib.lwspy_rxmsg_next(m)  # frees the one read
+        native = self.mode == "native"
+        end = 0
+        for i in range(0, 3 * n, 3):
+            start = end
+            end += meta[i + 1]
+            ws = by_id.get(meta[i])
             if ws is None:
                 continue
-            if text:
+            message: Message = blob[start:end]  # blob itself when it is the only one
+            if not meta[i + 2]:
                 try:
                     message = message.decode("utf-8")  # type: ignore[union-attr]
                 except UnicodeDecodeError:  # lws validates UTF-8: not expected
@@ -644,12 +679,17 @@ class _Runner:
                     with contextlib.suppress(ConnectionClosed):
                         ws.connection.close(1007, "invalid UTF-8")
                     continue
-            ws._messages.append(message)
+            messages = ws._messages
+            messages.append(message)
+            if native and len(messages) > ws._max_queue and not ws._paused:
+                ws._paused = True
+                ws.connection.pause_reading()
             getter = ws._getter
             if getter is not None and not getter.done():
                 getter.set_result(None)
-        # After the handlers' wake-ups: their answers go to lws in one wake-up.
-        self.kick()
+        if not native:
+            # After the handlers' wake-ups: their answers go to lws in one wake-up.
+            self.kick()
 
     def _schedule_tick(self, delay: float) -> None:
         if self._tick is not None:
@@ -692,11 +732,11 @@ class _Runner:
             ws.subprotocol = self.client_subprotocol
         self.sockets[conn] = ws
         if self._bridge is not None:
-            # On the service thread, before any message: from here on C
-            # hands messages to the loop and the loop's sends to lws.
+            # Where lws runs, before any message: from here on C hands
+            # messages to the loop, and sends from other threads to lws.
             self._by_id[conn.id] = ws
-            lib.lwspy_bridge_attach(self._bridge, conn._txq, conn._wsi, conn.id,
-                                    min(self.max_queue, 0x7FFFFFFF))
+            limit = -1 if self.mode == "native" else min(self.max_queue, 0x7FFFFFFF)
+            lib.lwspy_bridge_attach(self._bridge, conn._txq, conn._wsi, conn.id, limit)
             conn._bridged = True
 
         def drained() -> None:  # lws thread: wake a send() only if one waits

@@ -57,13 +57,12 @@ long long lwspy_send(struct lwspy_txq *q, struct lws *wsi, const unsigned char *
 int lwspy_txq_close(struct lwspy_txq *q, int code, const unsigned char *reason, size_t len);
 void lwspy_txq_kill(struct lwspy_txq *q);
 
-/* Thread mode's hand-offs (lws.asyncio): see struct lwspy_bridge. */
-int lwspy_bridge_init(struct lwspy_bridge *b, struct lws_context *ctx);
+/* lws.asyncio's hand-offs (both modes): see struct lwspy_bridge. */
+int lwspy_bridge_init(struct lwspy_bridge *b, struct lws_context *ctx, int wake);
 void lwspy_bridge_free(struct lwspy_bridge *b);
 void lwspy_bridge_attach(struct lwspy_bridge *b, struct lwspy_txq *q, struct lws *wsi,
                          long long conn_id, int rx_limit);
-struct lwspy_rxmsg *lwspy_bridge_take(struct lwspy_bridge *b);
-struct lwspy_rxmsg *lwspy_rxmsg_next(struct lwspy_rxmsg *m);
+int lwspy_bridge_take(struct lwspy_bridge *b);
 void lwspy_bridge_consumed(struct lwspy_txq *q);
 void lwspy_bridge_defer(struct lwspy_bridge *b);
 void lwspy_bridge_flush(struct lwspy_bridge *b);

@@ -156,20 +156,22 @@ struct lwspy_pollset {
     ...;
 };
 
-/* lws.asyncio's thread mode: the hand-offs between the service thread and
- * the loop, kept in C (binding.c). */
-struct lwspy_bridge {
-    int fd;             /* eventfd: readable while messages wait for the loop */
+/* The messages the loop took (lwspy_bridge_take): payloads back to back in
+ * data, three numbers per message in meta (connection id, length, binary). */
+struct lwspy_rxbatch {
+    char *data;
+    size_t len;
+    long long *meta;
+    int count;
     ...;
 };
 
-/* A whole message on its way to the loop (lwspy_bridge_take). */
-struct lwspy_rxmsg {
-    struct lwspy_rxmsg *next;
-    long long conn_id;
-    size_t len;
-    int binary;
-    char *data;
+/* lws.asyncio: the hand-offs between lws (a service thread, or the loop itself) and
+ * the loop, kept in C (binding.c). */
+struct lwspy_bridge {
+    int fd;             /* eventfd: readable while messages wait for the loop */
+    struct lwspy_rxbatch taken;
+    ...;
 };
 
 /* The lws context's user pointer. */

@@ -4,6 +4,9 @@ on asyncio's default loop and on uvloop."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import os
+import struct
 import threading
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -75,6 +78,58 @@ def test_echo_round_trips(mode: str, run: Any) -> None:
         return got
 
     assert run(main()) == ["text", b"bin", "", b"", "é" * 1000, b"x" * (2 << 20), "fragments"]
+
+
+def _client_frame(payload: bytes, opcode: int = 2) -> bytes:
+    """One masked, final client frame (RFC 6455 5.2)."""
+    mask = os.urandom(4)
+    n = len(payload)
+    head = bytes([0x80 | opcode])
+    if n < 126:
+        head += bytes([0x80 | n])
+    elif n < 65536:
+        head += bytes([0x80 | 126]) + struct.pack("!H", n)
+    else:
+        head += bytes([0x80 | 127]) + struct.pack("!Q", n)
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+async def _read_server_frame(reader: asyncio.StreamReader) -> bytes:
+    head = await reader.readexactly(2)
+    n = head[1] & 0x7F
+    if n == 126:
+        n = struct.unpack("!H", await reader.readexactly(2))[0]
+    elif n == 127:
+        n = struct.unpack("!Q", await reader.readexactly(8))[0]
+    return await reader.readexactly(n)
+
+
+def test_messages_that_arrive_in_pieces_or_together(mode: str, run: Any) -> None:
+    """lws reads 4 KiB at a time: a message cut across reads (native mode reads
+    again at once, and finds nothing when the rest is late) and several in one
+    write all come back whole and in order."""
+    async def main() -> list[bytes]:
+        async with la.serve(echo, "127.0.0.1", 0, mode=mode) as server:
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            key = base64.b64encode(os.urandom(16)).decode()
+            writer.write((f"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                          f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                          f"Sec-WebSocket-Version: 13\r\n\r\n").encode())
+            assert b" 101 " in await reader.readuntil(b"\r\n\r\n")
+            late = _client_frame(bytes(range(256)) * 40)           # 10,240 bytes
+            for cut in (3000, 9000):                               # three pieces, late
+                writer.write(late[:cut] if cut == 3000 else late[3000:cut])
+                await writer.drain()
+                await asyncio.sleep(0.05)
+            writer.write(late[9000:])
+            together = [b"a" * 9000, b"b" * 5, b"c" * 20000]
+            writer.write(b"".join(_client_frame(m) for m in together))
+            await writer.drain()
+            got = [await _read_server_frame(reader) for _ in range(4)]
+            writer.close()
+        return got
+
+    assert run(main()) == [bytes(range(256)) * 40, b"a" * 9000, b"b" * 5, b"c" * 20000]
 
 
 def test_websockets_client_and_server_interop(mode: str, run: Any) -> None:

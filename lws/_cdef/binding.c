@@ -141,6 +141,8 @@ struct lwspy_ctx {
     int again_on;
     int nagain;
     int again[LWSPY_AGAIN_MAX];
+    /* Native mode: the socket whose last read ended inside a message. */
+    int partial_fd;
 };
 
 #define LWSPY_RX_FIRST 1
@@ -827,8 +829,13 @@ lwspy_rx_message(struct lws *wsi, struct lwspy_proto *pp, struct lwspy_txq *q,
             memcpy(q->rx + q->rx_len, in, len);
         q->rx_len += len;
         q->rx_active = 1;
-        if (!final)
+        if (!final) {
+            struct lwspy_ctx *cx = (struct lwspy_ctx *)lws_context_user(lws_get_context(wsi));
+
+            if (cx && cx->pollset)
+                cx->partial_fd = lws_get_socket_fd(wsi);
             return 0;
+        }
         data = q->rx;
         total = q->rx_len;
         q->rx_active = 0;
@@ -958,9 +965,12 @@ lwspy_pollset_free(struct lwspy_pollset *ps)
  */
 #define LWSPY_OUT_BATCH 64
 
+#define LWSPY_READ_AGAIN 16
+
 static int
 lwspy_native_serve(struct lws_context *ctx, struct lwspy_pollset *ps, int fd, int ready)
 {
+    struct lwspy_ctx *cx = (struct lwspy_ctx *)lws_context_user(ctx); /* always set */
     struct lws_pollfd p[LWSPY_OUT_BATCH];
     int i, j, n, round, asks = 0;
 
@@ -972,8 +982,22 @@ lwspy_native_serve(struct lws_context *ctx, struct lwspy_pollset *ps, int fd, in
         p[0].events = (short)(((ps->events[fd] & 1) ? LWS_POLLIN : 0) |
                               ((ps->events[fd] & 2) ? LWS_POLLOUT : 0));
         p[0].revents = (short)(((ready & 1) ? LWS_POLLIN : 0) | ((ready & 2) ? LWS_POLLOUT : 0));
+        cx->partial_fd = -1;
         if (lws_service_fd(ctx, p) < 0)
             return -1;
+        /* lws reads at most pt_serv_buf_size (4 KiB) per service. A read
+         * that ended inside a message is followed by another at once, not
+         * after a trip through the loop (the peer most likely sent the
+         * rest with it); one that finds nothing costs an EAGAIN. */
+        for (round = 0; round < LWSPY_READ_AGAIN && cx->partial_fd == fd &&
+                        (ps->events[fd] & 1); round++) {
+            cx->partial_fd = -1;
+            p[0].events = (short)(LWS_POLLIN | ((ps->events[fd] & 2) ? LWS_POLLOUT : 0));
+            p[0].revents = LWS_POLLIN;
+            if (lws_service_fd(ctx, p) < 0)
+                return -1;
+        }
+        cx->partial_fd = -1;
     }
     for (round = 0; round < 256 && ps->want_out; round++) {
         unsigned long long before = lwspy_count_writeable;

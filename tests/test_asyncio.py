@@ -16,6 +16,7 @@ import pytest
 import trustme
 import uvloop
 import websockets
+from frames import masked_frame
 from websockets.asyncio.client import connect as ws_connect
 from websockets.asyncio.server import serve as ws_serve
 
@@ -80,20 +81,6 @@ def test_echo_round_trips(mode: str, run: Any) -> None:
     assert run(main()) == ["text", b"bin", "", b"", "é" * 1000, b"x" * (2 << 20), "fragments"]
 
 
-def _client_frame(payload: bytes, opcode: int = 2) -> bytes:
-    """One masked, final client frame (RFC 6455 5.2)."""
-    mask = os.urandom(4)
-    n = len(payload)
-    head = bytes([0x80 | opcode])
-    if n < 126:
-        head += bytes([0x80 | n])
-    elif n < 65536:
-        head += bytes([0x80 | 126]) + struct.pack("!H", n)
-    else:
-        head += bytes([0x80 | 127]) + struct.pack("!Q", n)
-    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-
-
 async def _read_server_frame(reader: asyncio.StreamReader) -> bytes:
     head = await reader.readexactly(2)
     n = head[1] & 0x7F
@@ -116,14 +103,14 @@ def test_messages_that_arrive_in_pieces_or_together(mode: str, run: Any) -> None
                           f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
                           f"Sec-WebSocket-Version: 13\r\n\r\n").encode())
             assert b" 101 " in await reader.readuntil(b"\r\n\r\n")
-            late = _client_frame(bytes(range(256)) * 40)           # 10,240 bytes
+            late = masked_frame(2, bytes(range(256)) * 40)           # 10,240 bytes
             for cut in (3000, 9000):                               # three pieces, late
                 writer.write(late[:cut] if cut == 3000 else late[3000:cut])
                 await writer.drain()
                 await asyncio.sleep(0.05)
             writer.write(late[9000:])
             together = [b"a" * 9000, b"b" * 5, b"c" * 20000]
-            writer.write(b"".join(_client_frame(m) for m in together))
+            writer.write(b"".join(masked_frame(2, m) for m in together))
             await writer.drain()
             got = [await _read_server_frame(reader) for _ in range(4)]
             writer.close()

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import threading
@@ -29,6 +28,7 @@ from typing import Any
 
 import pytest
 from _modload import load
+from frames import masked_frame
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as ws_connect
 from websockets.sync.server import Server, ServerConnection, serve
@@ -190,7 +190,7 @@ def test_close_codes_from_a_websockets_client() -> None:
         # 1002: a frame with a reserved opcode (0x3) -> lws fails the connection
         with ws_connect(url, subprotocols=["echo"], open_timeout=5,  # type: ignore[list-item]
                         compression=None) as ws:
-            ws.socket.sendall(_masked_frame(0x3, b"x"))
+            ws.socket.sendall(masked_frame(0x3, b"x"))
             with pytest.raises(ConnectionClosed) as info:
                 ws.recv(timeout=5)
             assert info.value.rcvd is not None and info.value.rcvd.code == 1002
@@ -213,20 +213,6 @@ def test_close_codes_from_a_websockets_client() -> None:
         with ws_connect(url, subprotocols=["echo"], open_timeout=5) as ws:  # type: ignore[list-item]
             ws.send("after")
             assert ws.recv(timeout=5) == "after"
-
-
-def _masked_frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
-    """A client frame built by hand (to send what websockets refuses to send)."""
-    head = bytes([(0x80 if fin else 0) | opcode])
-    n = len(payload)
-    if n < 126:
-        head += bytes([0x80 | n])
-    elif n < 65536:
-        head += bytes([0x80 | 126]) + struct.pack("!H", n)
-    else:
-        head += bytes([0x80 | 127]) + struct.pack("!Q", n)
-    mask = b"\x11\x22\x33\x44"
-    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
 
 # -- websockets' server, the binding's client ------------------------------------------------

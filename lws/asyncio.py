@@ -128,10 +128,11 @@ class WebSocket:
         self.connection = conn
         self.mode = runner.mode
         self._native = runner.mode == "native"
-        # Messages come through the C bridge (_Runner._pull) in both modes;
-        # in thread mode C also pauses and resumes reading (Python does in
-        # native mode). Either way _messages is touched on the loop only.
-        self._c_flow = not self._native
+        # Messages come through the C bridge (_Runner._pull), and C pauses
+        # and resumes reading at max_queue, in both modes: a batch may hold
+        # many messages, so the pause is decided in C, per message. Either
+        # way _messages is touched on the loop only.
+        self._c_flow = True
         self._txq = conn._txq
         self._messages: collections.deque[Message] = collections.deque()
         self._max_queue = max_queue
@@ -679,11 +680,7 @@ class _Runner:
                     with contextlib.suppress(ConnectionClosed):
                         ws.connection.close(1007, "invalid UTF-8")
                     continue
-            messages = ws._messages
-            messages.append(message)
-            if native and len(messages) > ws._max_queue and not ws._paused:
-                ws._paused = True
-                ws.connection.pause_reading()
+            ws._messages.append(message)
             getter = ws._getter
             if getter is not None and not getter.done():
                 getter.set_result(None)
@@ -735,8 +732,8 @@ class _Runner:
             # Where lws runs, before any message: from here on C hands
             # messages to the loop, and sends from other threads to lws.
             self._by_id[conn.id] = ws
-            limit = -1 if self.mode == "native" else min(self.max_queue, 0x7FFFFFFF)
-            lib.lwspy_bridge_attach(self._bridge, conn._txq, conn._wsi, conn.id, limit)
+            lib.lwspy_bridge_attach(self._bridge, conn._txq, conn._wsi, conn.id,
+                                    min(self.max_queue, 0x7FFFFFFF))
             conn._bridged = True
 
         def drained() -> None:  # lws thread: wake a send() only if one waits

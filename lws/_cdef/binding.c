@@ -75,9 +75,10 @@ struct lwspy_txq {
  * message: the eventfd is written after a whole lws_service() round, and
  * while the loop is answering a batch (`deferring`) its sends wait for its
  * flush. Two threads on one core would otherwise switch at every message.
- * Native mode (lws on the loop's thread) uses the message list alone, with
- * no eventfd and rx_limit -1: the loop takes the messages after each
- * service, one Python call for all of them, and pauses reading itself.
+ * Native mode (lws on the loop's thread) has no eventfd: the loop takes the
+ * messages after each service, one Python call for all of them. Reading
+ * pauses here, per message, in both modes (one read may carry hundreds of
+ * small messages, more than max_queue).
  */
 /* Whole messages on their way to the loop: the payloads back to back in
  * `data`, and three numbers per message in `meta` (connection id, length,

@@ -132,12 +132,10 @@ class WebSocket:
         # and resumes reading at max_queue, in both modes: a batch may hold
         # many messages, so the pause is decided in C, per message. Either
         # way _messages is touched on the loop only.
-        self._c_flow = True
         self._txq = conn._txq
         self._messages: collections.deque[Message] = collections.deque()
         self._max_queue = max_queue
         self._write_limit = write_limit
-        self._paused = False
         self._getter: asyncio.Future[None] | None = None
         self._drained: asyncio.Future[None] | None = None
         self._closed = self._loop.create_future()
@@ -169,24 +167,14 @@ class WebSocket:
 
     def _take(self, message: Message) -> None:
         """A received message that missed the bridge (on_message), on the loop."""
-        messages = self._messages
-        messages.append(message)
-        if len(messages) > self._max_queue and self._native and not self._paused:
-            self._paused = True
-            self.connection.pause_reading()
+        self._messages.append(message)
         getter = self._getter
         if getter is not None and not getter.done():
             getter.set_result(None)
 
     def _consumed(self) -> None:
-        """The app took a message: reading resumes once half the queue is free."""
-        if self._c_flow:
-            lib.lwspy_bridge_consumed(self._txq)
-        elif self._paused and len(self._messages) <= self._max_queue // 2:
-            self._paused = False
-            with contextlib.suppress(ConnectionClosed):
-                self.connection.resume_reading()
-            self._runner.kick()
+        """The app took a message: C resumes reading once half the queue is free."""
+        lib.lwspy_bridge_consumed(self._txq)
 
     def _on_drain(self) -> None:
         waiter = self._drained
@@ -273,8 +261,7 @@ class WebSocket:
             finally:
                 self._getter = None
         message = messages.popleft()
-        if self._c_flow or self._paused:
-            self._consumed()
+        self._consumed()
         return message
 
     def __aiter__(self) -> AsyncIterator[Message]:
@@ -285,8 +272,7 @@ class WebSocket:
         messages = self._messages
         if messages:  # the common case, nothing to wait for
             message = messages.popleft()
-            if self._c_flow or self._paused:
-                self._consumed()
+            self._consumed()
             return message
         try:
             return await self.recv()
@@ -421,15 +407,9 @@ class _AsyncProtocol(Protocol):
         self._runner._on_open(self, conn)
 
     def on_message(self, conn: Connection, message: Message) -> None:
-        # Native mode: lws runs on the loop's thread, hand the message over.
-        # Thread mode's messages go through the C bridge instead (see
+        # Messages go through the C bridge once the connection is open (see
         # _Runner._pull); one that came here would still reach the loop.
-        ws = self._runner.sockets.get(conn)
-        if ws is not None:
-            if ws._native:
-                ws._take(message)
-            else:
-                self._runner.loop.call_soon_threadsafe(ws._take, message)
+        self._runner._deliver(conn, "_take", message)
 
     def on_receive_pong(self, conn: Connection, data: bytes) -> None:
         self._runner._deliver(conn, "_on_pong", data)

@@ -60,7 +60,7 @@ struct lwspy_txq {
     int want_listed;
     int wants;                    /* LWSPY_WANT_* for the service thread */
     int rx_waiting;               /* messages the app has not consumed yet */
-    int rx_limit;                 /* more than this many waiting pauses reading (-1: never) */
+    int rx_limit;                 /* more than this many waiting pauses reading */
     int rx_paused;
 };
 
@@ -438,7 +438,7 @@ lwspy_bridge_message(struct lws *wsi, struct lwspy_txq *q, const unsigned char *
     meta[0] = q->conn_id;
     meta[1] = (long long)len;
     meta[2] = binary;
-    pause = q->rx_limit >= 0 && ++q->rx_waiting > q->rx_limit && !q->rx_paused;
+    pause = ++q->rx_waiting > q->rx_limit && !q->rx_paused;
     if (pause)
         q->rx_paused = 1;
     pthread_mutex_unlock(&b->mu);
@@ -973,7 +973,7 @@ lwspy_native_serve(struct lws_context *ctx, struct lwspy_pollset *ps, int fd, in
 {
     struct lwspy_ctx *cx = (struct lwspy_ctx *)lws_context_user(ctx); /* always set */
     struct lws_pollfd p[LWSPY_OUT_BATCH];
-    int i, j, n, round, asks = 0;
+    int i, j, n, round, asks;
 
     if (!++ps->gen)
         ps->gen = 1; /* 0 is what a new fd has: never this service */
@@ -1009,6 +1009,7 @@ lwspy_native_serve(struct lws_context *ctx, struct lwspy_pollset *ps, int fd, in
                 n = LWSPY_OUT_BATCH;
             if (n <= 0)
                 break;
+            asks = 0;
             for (j = 0; j < n; j++) {
                 int f = ps->out[i + j];
 
@@ -1029,7 +1030,6 @@ lwspy_native_serve(struct lws_context *ctx, struct lwspy_pollset *ps, int fd, in
             }
             if (asks && poll(p, (nfds_t)n, 0) < 0)
                 continue;
-            asks = 0;
             /* servicing may close sockets and reorder out[]: p[] is a copy */
             for (j = 0; j < n; j++) {
                 if (!p[j].revents)

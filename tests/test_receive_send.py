@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from typing import Any
 
+from frames import masked_frame, read_frame, upgrade_request
 from websockets.sync.client import connect as ws_connect
 
 import lws
@@ -140,6 +142,44 @@ def test_a_burst_to_a_late_reader_arrives_whole_and_in_order() -> None:
             ws.send("small")
             time.sleep(0.2)
             assert [ws.recv(timeout=10) for _ in small] == small
+
+
+def test_messages_cut_across_reads_or_sharing_one_on_several_sockets() -> None:
+    """lws reads 4 KiB per socket event; Context.run() reads a socket again at
+    once when its read ended inside a message (and finds nothing if the rest
+    is late). Two connections, interleaved: a message in three late pieces,
+    then several in one write, all come back whole, in order, on the right
+    connection."""
+    class Echo(lws.Protocol):
+        name = "echo"
+
+        def on_message(self, conn: lws.Connection, message: Any) -> None:
+            conn.send(message)
+
+    late = [bytes([i]) * 10240 for i in range(2)]
+    together = [[b"a" * 9000, b"b" * 5, b"c" * 20000], [b"d" * 4090, b"e" * 60000]]
+    with lws.Context([Echo()], port=0, host="127.0.0.1") as ctx, serving(ctx):
+        socks = [socket.create_connection(("127.0.0.1", ctx.port), timeout=10) for _ in range(2)]
+        try:
+            for s in socks:
+                s.sendall(upgrade_request())
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    head += s.recv(1)
+                assert b" 101 " in head
+            frames = [masked_frame(2, m) for m in late]
+            for a, b in ((0, 3000), (3000, 9000), (9000, None)):  # three pieces, late
+                for s, f in zip(socks, frames, strict=True):
+                    s.sendall(f[a:b])
+                time.sleep(0.05)
+            for s, ms in zip(socks, together, strict=True):
+                s.sendall(b"".join(masked_frame(2, m) for m in ms))
+            got = [[read_frame(s) for _ in range(1 + len(ms))]
+                   for s, ms in zip(socks, together, strict=True)]
+        finally:
+            for s in socks:
+                s.close()
+    assert got == [[(0x82, m) for m in [late[i], *together[i]]] for i in range(2)]
 
 
 def test_request_writeable_all_reaches_every_connection() -> None:

@@ -142,8 +142,10 @@ struct lwspy_ctx {
     int again_on;
     int nagain;
     int again[LWSPY_AGAIN_MAX];
-    /* Native mode: the socket whose last read ended inside a message. */
-    int partial_fd;
+    /* Native mode and lwspy_run: the sockets whose last read ended inside
+     * a message (each once, in the order read), to be read again at once. */
+    int npartial;
+    int partial[LWSPY_AGAIN_MAX];
 };
 
 #define LWSPY_RX_FIRST 1
@@ -247,6 +249,69 @@ lwspy_writable_again(struct lws *wsi)
     if (cx && cx->again_on && cx->nagain < LWSPY_AGAIN_MAX &&
         (fd = lws_get_socket_fd(wsi)) >= 0)
         cx->again[cx->nagain++] = fd;
+}
+
+/* A read that ended inside a message (partial 1) or at its end (0): the
+ * socket is, or stops being, one to read again at once (lwspy_read_again).
+ * lws reads at most pt_serv_buf_size (4 KiB) per service; the rest of a
+ * bigger message most likely came with it. */
+static void
+lwspy_note_partial(struct lws *wsi, int partial)
+{
+    struct lwspy_ctx *cx = (struct lwspy_ctx *)lws_context_user(lws_get_context(wsi));
+    int fd;
+
+    if (!cx || (!cx->pollset && !cx->again_on))
+        return;
+    if (!partial && !cx->npartial)
+        return;
+    fd = lws_get_socket_fd(wsi);
+    /* one read's pieces arrive together: only the last entry can be this fd */
+    if (cx->npartial && cx->partial[cx->npartial - 1] == fd) {
+        if (!partial)
+            cx->npartial--;
+        return;
+    }
+    if (partial && cx->npartial < LWSPY_AGAIN_MAX)
+        cx->partial[cx->npartial++] = fd;
+}
+
+/* Services each socket of list[0..*count) with an event no poll() reported
+ * (POLLIN or POLLOUT), in rounds while servicing adds sockets to the list
+ * again, up to `rounds`; the list is empty after. A socket lws closed
+ * meanwhile is unknown to lws_service_fd(), which ignores it. */
+static int
+lwspy_service_listed(struct lws_context *ctx, int *list, int *count, short event, int rounds)
+{
+    int round, i, n, fds[LWSPY_AGAIN_MAX];
+    struct lws_pollfd pfd;
+
+    for (round = 0; round < rounds && *count; round++) {
+        n = *count;
+        memcpy(fds, list, (size_t)n * sizeof(int));
+        *count = 0;
+        for (i = 0; i < n; i++) {
+            pfd.fd = fds[i];
+            pfd.events = event;
+            pfd.revents = event;
+            if (lws_service_fd(ctx, &pfd) < 0)
+                return -1;
+        }
+    }
+    *count = 0;
+    return 0;
+}
+
+/* The sockets noted by lwspy_note_partial are read again at once, up to
+ * LWSPY_READ_AGAIN times each: the rest of a message is taken now rather
+ * than after a trip through the loop. One that finds nothing costs an
+ * EAGAIN. */
+#define LWSPY_READ_AGAIN 16
+
+static int
+lwspy_read_again(struct lws_context *ctx, struct lwspy_ctx *cx)
+{
+    return lwspy_service_listed(ctx, cx->partial, &cx->npartial, LWS_POLLIN, LWSPY_READ_AGAIN);
 }
 
 /* --- thread mode's hand-offs (struct lwspy_bridge) ------------------------- */
@@ -831,12 +896,10 @@ lwspy_rx_message(struct lws *wsi, struct lwspy_proto *pp, struct lwspy_txq *q,
         q->rx_len += len;
         q->rx_active = 1;
         if (!final) {
-            struct lwspy_ctx *cx = (struct lwspy_ctx *)lws_context_user(lws_get_context(wsi));
-
-            if (cx && cx->pollset)
-                cx->partial_fd = lws_get_socket_fd(wsi);
+            lwspy_note_partial(wsi, 1);
             return 0;
         }
+        lwspy_note_partial(wsi, 0);
         data = q->rx;
         total = q->rx_len;
         q->rx_active = 0;
@@ -966,8 +1029,6 @@ lwspy_pollset_free(struct lwspy_pollset *ps)
  */
 #define LWSPY_OUT_BATCH 64
 
-#define LWSPY_READ_AGAIN 16
-
 static int
 lwspy_native_serve(struct lws_context *ctx, struct lwspy_pollset *ps, int fd, int ready)
 {
@@ -983,22 +1044,13 @@ lwspy_native_serve(struct lws_context *ctx, struct lwspy_pollset *ps, int fd, in
         p[0].events = (short)(((ps->events[fd] & 1) ? LWS_POLLIN : 0) |
                               ((ps->events[fd] & 2) ? LWS_POLLOUT : 0));
         p[0].revents = (short)(((ready & 1) ? LWS_POLLIN : 0) | ((ready & 2) ? LWS_POLLOUT : 0));
-        cx->partial_fd = -1;
+        cx->npartial = 0;
         if (lws_service_fd(ctx, p) < 0)
             return -1;
-        /* lws reads at most pt_serv_buf_size (4 KiB) per service. A read
-         * that ended inside a message is followed by another at once, not
-         * after a trip through the loop (the peer most likely sent the
-         * rest with it); one that finds nothing costs an EAGAIN. */
-        for (round = 0; round < LWSPY_READ_AGAIN && cx->partial_fd == fd &&
-                        (ps->events[fd] & 1); round++) {
-            cx->partial_fd = -1;
-            p[0].events = (short)(LWS_POLLIN | ((ps->events[fd] & 2) ? LWS_POLLOUT : 0));
-            p[0].revents = LWS_POLLIN;
-            if (lws_service_fd(ctx, p) < 0)
-                return -1;
-        }
-        cx->partial_fd = -1;
+        if (!(ps->events[fd] & 1))
+            cx->npartial = 0; /* reading paused: lws would only note it again */
+        if (lwspy_read_again(ctx, cx) < 0)
+            return -1;
     }
     for (round = 0; round < 256 && ps->want_out; round++) {
         unsigned long long before = lwspy_count_writeable;
@@ -1157,12 +1209,12 @@ lwspy_trampoline_ptr(void)
 static int
 lwspy_run_rounds(struct lws_context *ctx, struct lwspy_ctx *cx, int *attention)
 {
-    int round, i, n, fds[LWSPY_AGAIN_MAX];
-    struct lws_pollfd pfd;
-
     while (!__atomic_load_n(attention, __ATOMIC_ACQUIRE)) {
         cx->nagain = 0;
+        cx->npartial = 0;
         if (lws_service(ctx, 0) < 0)
+            return -1;
+        if (lwspy_read_again(ctx, cx) < 0)
             return -1;
         /*
          * The sockets that asked for WRITEABLE right after a complete write
@@ -1171,18 +1223,8 @@ lwspy_run_rounds(struct lws_context *ctx, struct lwspy_ctx *cx, int *attention)
          * queue of 16 takes 16 rounds). A socket that turns out full makes
          * lws keep the bytes and wait for POLLOUT itself.
          */
-        for (round = 0; round < 256 && cx->nagain; round++) {
-            n = cx->nagain;
-            memcpy(fds, cx->again, (size_t)n * sizeof(int));
-            cx->nagain = 0;
-            for (i = 0; i < n; i++) {
-                pfd.fd = fds[i];
-                pfd.events = LWS_POLLOUT;
-                pfd.revents = LWS_POLLOUT;
-                if (lws_service_fd(ctx, &pfd) < 0)
-                    return -1;
-            }
-        }
+        if (lwspy_service_listed(ctx, cx->again, &cx->nagain, LWS_POLLOUT, 256) < 0)
+            return -1;
         if (cx->bridge)
             lwspy_bridge_signal(cx->bridge); /* thread mode: the round's messages */
     }
@@ -1199,6 +1241,7 @@ lwspy_run(struct lws_context *ctx, int *attention)
     ret = lwspy_run_rounds(ctx, cx, attention);
     cx->again_on = 0;
     cx->nagain = 0;
+    cx->npartial = 0;
     return ret;
 }
 

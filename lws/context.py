@@ -21,7 +21,7 @@ import urllib.parse
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from . import _log
+from . import _eventpipe, _log
 from ._binding import features, ffi, lib, require
 from ._guard import Guard, LwsThread
 from .connection import DEFAULT, NULL, Connection, HeaderWriter, Refuse
@@ -184,6 +184,7 @@ class Context:
         _native: bool = False,
     ) -> None:
         self._ctx: Any = NULL
+        self._event_pipe = -1
         # lws.asyncio's native mode: C keeps the sockets lws wants watched
         # (ADD/DEL/CHANGE_MODE_POLL_FD) in this pollset; the loop syncs from it.
         self._pollset: Any = ffi.new("struct lwspy_pollset *") if _native else None
@@ -236,6 +237,7 @@ class Context:
             self._release()
             raise ContextError("lws_create_context() failed", lines)
         self._closed = False
+        self._event_pipe = _eventpipe.find(self._ctx)  # closed after the destroy if lws leaks it
         try:
             self._default = self.add_vhost(
                 "default", protocols, port=port, host=host, mounts=mounts, tls=tls,
@@ -793,6 +795,8 @@ class Context:
                 lib.lws_context_destroy(self._ctx)
             finally:
                 self._lws_thread.ident = None
+                _eventpipe.close_leftover(self._event_pipe)
+                self._event_pipe = -1
         self._ctx = NULL
         self._closed = True
         for conn in list(self._conns.values()):

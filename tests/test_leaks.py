@@ -75,3 +75,19 @@ def test_ten_thousand_cycles_leave_no_growth() -> None:
     print(f"objects {objects0} -> {objects1}, RSS {rss0} -> {rss1} KiB")
     assert objects1 - objects0 < 500, f"Python objects grew by {objects1 - objects0}"
     assert rss1 - rss0 < 8 * 1024, f"RSS grew by {rss1 - rss0} KiB"
+
+
+def _open_fds() -> set[int]:
+    return {int(name) for name in os.listdir("/proc/self/fd")}
+
+
+def test_contexts_created_and_destroyed_leave_no_fd_open() -> None:
+    """A server started and stopped in a loop must not run out of fds. lws
+    4.2.0 to 4.3.5 leave each context's event pipe (an eventfd) open after
+    lws_context_destroy(); the binding closes it (lws/_eventpipe.py)."""
+    before = _open_fds()
+    for _ in range(5):
+        with lws.Context([Server()], port=0, host="127.0.0.1") as ctx:
+            ctx.service(0)
+    listing = _open_fds()  # holds one fd of its own, another number each time
+    assert len(listing - before) <= 1, f"left open: {sorted(listing - before)}"

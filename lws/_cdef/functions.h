@@ -74,6 +74,7 @@ struct lws_vhost *lws_create_vhost(struct lws_context *context,
                                    const struct lws_context_creation_info *info);
 int lws_get_vhost_listen_port(struct lws_vhost *vhost);
 void *lws_context_user(struct lws_context *context);
+struct lws *wsi_from_fd(const struct lws_context *context, int fd);
 struct lws_context *lws_get_context(const struct lws *wsi);
 struct lws_vhost *lws_get_vhost(struct lws *wsi);
 const struct lws_protocols *lws_get_protocol(struct lws *wsi);

@@ -19,8 +19,9 @@ says which one is in use:
 ``"native"``
     lws runs on the asyncio loop's own thread: lws reports its sockets
     (``ADD/DEL/CHANGE_MODE_POLL_FD``, needs an lws built with
-    ``LWS_WITH_EXTERNAL_POLL``) and the loop watches them, calling lws when
-    one is ready. No extra thread.
+    ``LWS_WITH_EXTERNAL_POLL``), C keeps them in an epoll instance and the
+    loop watches that one fd, calling lws once for all the sockets that are
+    ready. No extra thread; Linux only (epoll).
 ``"thread"``
     lws runs on a service thread (``Context.run``). Messages cross to the
     loop, and sends back to lws, in C (``lwspy_bridge``: an eventfd the loop
@@ -450,7 +451,7 @@ class _Runner:
         self.owned_by_socket = False
         self.on_error: Callable[[Connection, str], None] | None = None
         self._thread: threading.Thread | None = None
-        self._watched: dict[int, int] = {}  # native mode: fd -> 1 reading | 2 writing
+        self._epfd = -1  # native mode: lws' sockets' epoll instance, watched by the loop
         self._kicked = False
         self._tick: asyncio.TimerHandle | None = None
         self._thread_error: BaseException | None = None
@@ -477,9 +478,10 @@ class _Runner:
         self._bridge = bridge
         self.ctx._cx.bridge = bridge  # before lws serves anything
         if native:
-            self.ctx._on_fd_gone = self._unwatch
             self.ctx._lws_thread.ident = threading.get_ident()  # lws lives on this loop
             self._sync()
+            self._epfd = lib.lwspy_pollset_open(self.ctx._pollset)
+            self.loop.add_reader(self._epfd, self._service, 1)
             self._schedule_tick(0)
         else:
             self.loop.add_reader(fd, self._pull)
@@ -521,12 +523,9 @@ class _Runner:
         if self.mode == "native":
             if self._tick is not None:
                 self._tick.cancel()
-            for fd in list(self._watched):
-                self._unwatch(fd)
+            self.loop.remove_reader(self._epfd)  # before close() closes it
             ctx._lws_thread.ident = None
             ctx.close(timeout=0.5)
-            for fd in list(self._watched):
-                self._unwatch(fd)
             self._pull()
             lib.lwspy_bridge_free(self._bridge)  # the memory stays: the sockets point at it
         else:
@@ -550,36 +549,18 @@ class _Runner:
                           ws.close_reason)
         self.sockets.clear()
 
-    # -- native mode: the loop watches lws' sockets ---------------------------
+    # -- native mode: the loop watches lws' sockets' epoll instance ----------
 
     def _sync(self) -> None:
-        """Make the loop watch what lws wants watched (C noted the changes)."""
+        """Native mode: epoll watches what lws wants watched now (C noted it)."""
         ctx = self.ctx
         ps = ctx._pollset if ctx is not None else None
-        if ps is None or not ps.nchanged:
+        if ps is None:
             return
-        loop, watched, events, changed = self.loop, self._watched, ps.events, ps.changed
-        for i in range(ps.nchanged):
-            fd = changed[i]
-            want = events[fd]
-            old = watched.get(fd, 0)
-            if want & 1 and not old & 1:
-                loop.add_reader(fd, self._service, fd, 1)
-            elif old & 1 and not want & 1:
-                loop.remove_reader(fd)
-            # After a service, POLLOUT is still wanted only where the socket
-            # is full: then the loop waits for it to drain.
-            if want & 2 and not old & 2:
-                loop.add_writer(fd, self._service, fd, 2)
-            elif old & 2 and not want & 2:
-                loop.remove_writer(fd)
-            if want:
-                watched[fd] = want
-            else:
-                watched.pop(fd, None)
-        lib.lwspy_pollset_synced(ps)
+        if ps.nchanged:
+            lib.lwspy_pollset_apply(ps)
         if ps.failed:
-            raise LwsError("out of memory tracking lws' sockets")
+            raise LwsError("no memory (or epoll refused) to watch lws' sockets")
 
     def kick(self) -> None:
         """Output was queued from the loop: let lws write it soon, once for a batch.
@@ -601,23 +582,16 @@ class _Runner:
         self._kicked = False
         lib.lwspy_bridge_flush(self._bridge)
 
-    def _unwatch(self, fd: int) -> None:
-        old = self._watched.pop(fd, 0)
-        if old & 1:
-            self.loop.remove_reader(fd)
-        if old & 2:
-            self.loop.remove_writer(fd)
-
-    def _service(self, fd: int = -1, ready: int = 0) -> None:
-        """Native mode: service the socket ``fd`` the loop found ready (-1: none)
-        for ``ready`` (1 reading, 2 writing), then write what is queued
+    def _service(self, poll: int = 0) -> None:
+        """Native mode: service the sockets epoll reports ready (``poll``: the
+        loop found its fd readable), then write what is queued
         (lwspy_native_service, in C)."""
         self._kicked = False
         ctx = self.ctx
         if ctx is None or ctx.closed:
             return
         try:
-            more = lib.lwspy_native_service(ctx._ctx, ctx._pollset, fd, ready)
+            more = lib.lwspy_native_service(ctx._ctx, ctx._pollset, poll)
             ctx._after_service()
             self._sync()
             if more > 0:

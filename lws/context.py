@@ -58,7 +58,6 @@ _FILTERS = frozenset(int(r) for r in (Reason.FILTER_PROTOCOL_CONNECTION,
                                       Reason.FILTER_HTTP_CONNECTION,
                                       Reason.FILTER_NETWORK_CONNECTION))
 _WAIT_CANCELLED = int(Reason.EVENT_WAIT_CANCELLED)
-_DEL_POLL_FD = int(Reason.DEL_POLL_FD)
 _RECEIVE = int(Reason.RECEIVE)
 _CLIENT_RECEIVE = int(Reason.CLIENT_RECEIVE)
 _CLOSE_TIMEOUT = 2.0
@@ -186,10 +185,13 @@ class Context:
         self._ctx: Any = NULL
         self._event_pipe = -1
         # lws.asyncio's native mode: C keeps the sockets lws wants watched
-        # (ADD/DEL/CHANGE_MODE_POLL_FD) in this pollset; the loop syncs from it.
-        self._pollset: Any = ffi.new("struct lwspy_pollset *") if _native else None
-        # native mode: told at DEL_POLL_FD, while the fd is still open
-        self._on_fd_gone: Callable[[int], None] | None = None
+        # (ADD/DEL/CHANGE_MODE_POLL_FD) in this pollset's epoll instance,
+        # the one fd the loop watches.
+        self._pollset: Any = None
+        if _native:
+            self._pollset = ffi.new("struct lwspy_pollset *")
+            if lib.lwspy_pollset_open(self._pollset) < 0:
+                raise OSError(ffi.errno, "no epoll instance for lws' sockets")
         self._closed = True
         self.state: Any = state
         self.close_on_error = close_on_error
@@ -330,10 +332,6 @@ class Context:
                   rx_flags: int = 0) -> int:
         proto = self._protocols[pi] if pi >= 0 else None
         if reason in _NO_CONN:
-            if reason == _DEL_POLL_FD and self._on_fd_gone is not None:
-                self._on_fd_gone(ffi.cast("struct lws_pollargs *", in_).fd)
-                if proto is None or reason not in proto._handlers:
-                    return 0
             if proto is None:
                 return DEFAULT
             result = self._call_handlers(proto, None, reason, in_, len_)

@@ -301,6 +301,51 @@ def test_shutdown_leaves_nothing_behind(mode: str, run: Any) -> None:
     assert threading.active_count() <= before
 
 
+def test_many_connections_at_once_and_no_fd_left(mode: str, run: Any) -> None:
+    """40 connections with 5 messages each in flight at once all get their
+    echoes, and after close() no fd is left open. The loop does not watch
+    lws' sockets one by one: in native mode it watches their epoll instance,
+    in thread mode the bridge's eventfd (on asyncio's own loop, its
+    selector's map shows it: the 40 clients, its wake-up pipe, and one)."""
+    def open_fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    async def one(port: int, i: int, go: asyncio.Event) -> bool:
+        async with ws_connect(f"ws://127.0.0.1:{port}/") as client:
+            await go.wait()
+            sent = [f"{i}:{k}" if k % 2 else f"{i}:{k}".encode() * 300 for k in range(5)]
+            for m in sent:
+                await client.send(m)
+            return [await client.recv() for _ in sent] == sent
+
+    async def once() -> tuple[list[bool], int | None]:
+        watched = None
+        go = asyncio.Event()
+        async with la.serve(echo, "127.0.0.1", 0, mode=mode) as server:
+            tasks = [asyncio.ensure_future(one(server.port, i, go)) for i in range(40)]
+            for _ in range(500):
+                if len(server.connections) == 40:
+                    break
+                await asyncio.sleep(0.01)
+            selector = getattr(asyncio.get_running_loop(), "_selector", None)
+            if selector is not None:
+                watched = len(selector.get_map())
+            go.set()
+            results = await asyncio.gather(*tasks)
+        return results, watched
+
+    async def main() -> tuple[list[bool], int | None, int]:
+        await once()  # what the loop and the libraries open once, for good
+        before = open_fds()
+        results, watched = await once()
+        return results, watched, open_fds() - before
+
+    results, watched, leaked = run(main())
+    assert results == [True] * 40
+    assert watched in (None, 42)
+    assert leaked == 0
+
+
 def test_connect_errors(mode: str, run: Any, free_port: int) -> None:
     async def main() -> None:
         with pytest.raises(lws.ConnectError):

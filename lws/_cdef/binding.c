@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -110,22 +111,26 @@ struct lwspy_bridge {
 #define LWSPY_WANT_RESUME 2
 
 /*
- * lws.asyncio's native mode: lws' sockets as the loop must watch them, kept
- * here so that the POLLOUT toggles of every send and every write (one pair per
- * message) never reach Python. Python syncs the loop's readers and writers
- * from `changed` after each call into lws.
+ * lws.asyncio's native mode: lws' sockets, watched by an epoll instance that
+ * is itself the one fd the asyncio loop watches. The POLLOUT toggles of every
+ * send and every write (one pair per message) are applied to it in C, net,
+ * once per service; the loop calls back once for all the sockets that are
+ * ready, not once per socket.
  */
 struct lwspy_pollset {
-    int cap;                /* fds covered by events[] and listed[] */
+    int cap;                /* fds covered by the per-fd arrays */
+    int epfd;               /* the epoll instance (valid while ep_open) */
+    int ep_open;
     unsigned char *events;  /* per fd: 1 = POLLIN wanted, 2 = POLLOUT wanted */
+    unsigned char *watched; /* per fd: what epoll has now, same bits */
     unsigned char *listed;  /* per fd: already in changed[] */
-    int *changed;           /* fds whose events changed since the last sync */
+    int *changed;           /* fds whose events changed since the last apply */
     int nchanged;
     int want_out;           /* fds with POLLOUT wanted: out[0..want_out) */
-    int failed;             /* no memory to track an fd: the loop must fall back */
+    int failed;             /* no memory to track an fd, or epoll refused it */
     int *out;               /* the fds with POLLOUT wanted */
     int *outpos;            /* per fd: its index in out[], or -1 */
-    unsigned int *wrote;    /* per fd: the service (gen) whose poll found it writable */
+    unsigned int *wrote;    /* per fd: the service (gen) that found it writable */
     unsigned int *left;     /* per fd: the service that ended with POLLOUT still wanted */
     unsigned int gen;       /* counts native services */
 };
@@ -948,6 +953,7 @@ lwspy_pollset_grow(struct lwspy_pollset *ps, int fd)
     while (cap <= fd)
         cap *= 2;
     LWSPY_GROW(events, 0);
+    LWSPY_GROW(watched, 0);
     LWSPY_GROW(listed, 0);
     LWSPY_GROW(changed, 0);
     LWSPY_GROW(out, 0);
@@ -982,27 +988,70 @@ lwspy_pollset_note(struct lwspy_pollset *ps, const struct lws_pollargs *a, int g
         ps->outpos[a->fd] = -1;
     }
     ps->events[a->fd] = ev;
+    if (gone && ps->watched[a->fd]) {
+        /* now, while the fd is still open (a closed one leaves epoll by itself
+         * only if no other process holds it) */
+        epoll_ctl(ps->epfd, EPOLL_CTL_DEL, a->fd, NULL);
+        ps->watched[a->fd] = 0;
+    }
     if (!ps->listed[a->fd]) {
         ps->listed[a->fd] = 1;
         ps->changed[ps->nchanged++] = a->fd;
     }
 }
 
-/* Python has applied `changed` to the loop. */
-static void
-lwspy_pollset_synced(struct lwspy_pollset *ps)
+/* The epoll instance native mode's loop watches; -1 (errno set) if none. */
+static int
+lwspy_pollset_open(struct lwspy_pollset *ps)
 {
-    int i;
+    if (!ps->ep_open) {
+        ps->epfd = epoll_create1(EPOLL_CLOEXEC);
+        if (ps->epfd < 0)
+            return -1;
+        ps->ep_open = 1;
+    }
+    return ps->epfd;
+}
 
-    for (i = 0; i < ps->nchanged; i++)
-        ps->listed[ps->changed[i]] = 0;
+/* Gives epoll what lws wants watched now, for the sockets noted since the
+ * last call. POLLOUT is still wanted at the end of a service only where the
+ * socket is full (others are written without asking, see
+ * lwspy_native_serve): epoll watches it drain. 0, or -1 if epoll refused. */
+static int
+lwspy_pollset_apply(struct lwspy_pollset *ps)
+{
+    struct epoll_event ev;
+    int i, fd, op, ret = 0;
+
+    for (i = 0; i < ps->nchanged; i++) {
+        fd = ps->changed[i];
+        ps->listed[fd] = 0;
+        if (ps->events[fd] == ps->watched[fd])
+            continue;
+        op = !ps->events[fd] ? EPOLL_CTL_DEL : ps->watched[fd] ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+        memset(&ev, 0, sizeof(ev));
+        ev.events = ((ps->events[fd] & 1) ? EPOLLIN : 0) | ((ps->events[fd] & 2) ? EPOLLOUT : 0);
+        ev.data.fd = fd;
+        if (epoll_ctl(ps->epfd, op, fd, &ev) < 0) {
+            /* an fd number reused behind our back: the other verb */
+            if (op != EPOLL_CTL_DEL &&
+                epoll_ctl(ps->epfd, op == EPOLL_CTL_ADD ? EPOLL_CTL_MOD : EPOLL_CTL_ADD,
+                          fd, &ev) < 0)
+                ret = -1;
+        }
+        ps->watched[fd] = ps->events[fd];
+    }
     ps->nchanged = 0;
+    return ret;
 }
 
 static void
 lwspy_pollset_free(struct lwspy_pollset *ps)
 {
+    if (ps->ep_open)
+        close(ps->epfd);
     free(ps->events);
+    free(ps->watched);
     free(ps->listed);
     free(ps->changed);
     free(ps->out);
@@ -1013,45 +1062,65 @@ lwspy_pollset_free(struct lwspy_pollset *ps)
 }
 
 /*
- * Native mode's service, the way lws' external-poll users drive it: the loop
- * says which socket is ready (`fd`; -1 after sends queued from the loop) and
- * for what (`ready`: 1 reading, 2 writing), and nothing is polled but the
- * sockets lws wants to write on that the last service left full (a poll()
- * over every connection per message costs as much as the message with a
- * hundred connections; one per batch of replies was a third of the syscalls
- * with 16 messages in flight). Writes go in rounds while some socket
- * still wants POLLOUT and the last round wrote (one lws_write per WRITEABLE:
- * 16 queued messages take 16 rounds); a socket that stays full is left for
- * the loop to watch for real. Then whatever lws holds buffered (rx it could
- * not deliver yet, TLS or inflated data) gets the forced service lws asks
- * for; 1 if some is still left (the caller services again soon). lws'
- * timers are left to the caller's periodic lws_service().
+ * Native mode's service, the way lws' external-poll users drive it. With
+ * `poll` (the loop found the epoll fd readable), the sockets epoll reports
+ * ready are serviced, up to LWSPY_OUT_BATCH (more stay ready for the next
+ * call: epoll is level-triggered); without (after sends queued from the
+ * loop), none is. Sockets whose read ended inside a message are read again
+ * at once. Then writes go in rounds while some socket still wants POLLOUT
+ * and the last round wrote (one lws_write per WRITEABLE: 16 queued messages
+ * take 16 rounds). Nothing is asked of the kernel for those: a socket is
+ * taken to have room unless the last service left it full, as in
+ * Context.run() (if it has none, lws keeps the bytes and waits for POLLOUT
+ * itself); one left full is written only once epoll says it drained. Then
+ * whatever lws holds buffered (rx it could not deliver yet, TLS or inflated
+ * data) gets the forced service lws asks for, and epoll gets what lws wants
+ * watched now. 1 if buffered input is still left (the caller services again
+ * soon), -1 if lws failed. lws' timers are left to the caller's periodic
+ * lws_service().
  */
 #define LWSPY_OUT_BATCH 64
 
+static short
+lwspy_revents(uint32_t ep)
+{
+    return (short)(((ep & EPOLLIN) ? LWS_POLLIN : 0) | ((ep & EPOLLOUT) ? LWS_POLLOUT : 0) |
+                   ((ep & EPOLLHUP) ? POLLHUP : 0) | ((ep & EPOLLERR) ? POLLERR : 0));
+}
+
 static int
-lwspy_native_serve(struct lws_context *ctx, struct lwspy_pollset *ps, int fd, int ready)
+lwspy_native_serve(struct lws_context *ctx, struct lwspy_pollset *ps, int poll)
 {
     struct lwspy_ctx *cx = (struct lwspy_ctx *)lws_context_user(ctx); /* always set */
     struct lws_pollfd p[LWSPY_OUT_BATCH];
-    int i, j, n, round, asks;
+    struct epoll_event ready[LWSPY_OUT_BATCH];
+    int i, j, n, round;
 
     if (!++ps->gen)
         ps->gen = 1; /* 0 is what a new fd has: never this service */
-    if (fd >= 0 && fd < ps->cap && (ps->events[fd] & ready)) {
-        /* the loop's word is enough: no poll() to ask again */
+    cx->npartial = 0;
+    n = poll && ps->ep_open ? epoll_wait(ps->epfd, ready, LWSPY_OUT_BATCH, 0) : 0;
+    for (i = 0; i < n; i++) {
+        int fd = ready[i].data.fd;
+        short want;
+
+        if (fd < 0 || fd >= ps->cap)
+            continue;
+        /* what lws wants now: an earlier socket's service may have changed it */
+        want = (short)(((ps->events[fd] & 1) ? LWS_POLLIN : 0) |
+                       ((ps->events[fd] & 2) ? LWS_POLLOUT : 0));
         p[0].fd = fd;
-        p[0].events = (short)(((ps->events[fd] & 1) ? LWS_POLLIN : 0) |
-                              ((ps->events[fd] & 2) ? LWS_POLLOUT : 0));
-        p[0].revents = (short)(((ready & 1) ? LWS_POLLIN : 0) | ((ready & 2) ? LWS_POLLOUT : 0));
-        cx->npartial = 0;
+        p[0].events = want;
+        p[0].revents = (short)(lwspy_revents(ready[i].events) & (want | POLLHUP | POLLERR));
+        if (!p[0].revents)
+            continue;
+        if (p[0].revents & LWS_POLLOUT)
+            ps->wrote[fd] = ps->gen;
         if (lws_service_fd(ctx, p) < 0)
             return -1;
-        if (!(ps->events[fd] & 1))
-            cx->npartial = 0; /* reading paused: lws would only note it again */
-        if (lwspy_read_again(ctx, cx) < 0)
-            return -1;
     }
+    if (lwspy_read_again(ctx, cx) < 0)
+        return -1;
     for (round = 0; round < 256 && ps->want_out; round++) {
         unsigned long long before = lwspy_count_writeable;
 
@@ -1061,32 +1130,25 @@ lwspy_native_serve(struct lws_context *ctx, struct lwspy_pollset *ps, int fd, in
                 n = LWSPY_OUT_BATCH;
             if (n <= 0)
                 break;
-            asks = 0;
             for (j = 0; j < n; j++) {
                 int f = ps->out[i + j];
 
                 p[j].fd = f;
                 p[j].events = (short)(((ps->events[f] & 1) ? LWS_POLLIN : 0) | LWS_POLLOUT);
-                /* A socket is asked (poll) only if the last service left it
-                 * wanting POLLOUT, i.e. full; any other is taken to have
-                 * room, as in Context.run(): if it has none, lws keeps the
-                 * bytes and waits for POLLOUT itself. After the first
-                 * round, a socket that took the last write takes the next. */
-                if (round)
+                /* Round 0: a socket the last service left full goes only if
+                 * epoll just said it drained; any other is taken to have
+                 * room. After that, a socket that took the last write takes
+                 * the next. */
+                if (round || ps->left[f] == ps->gen - 1)
                     p[j].revents = ps->wrote[f] == ps->gen ? LWS_POLLOUT : 0;
-                else if (ps->left[f] == ps->gen - 1) {
-                    p[j].revents = 0;
-                    asks++;
-                } else
+                else
                     p[j].revents = LWS_POLLOUT;
             }
-            if (asks && poll(p, (nfds_t)n, 0) < 0)
-                continue;
             /* servicing may close sockets and reorder out[]: p[] is a copy */
             for (j = 0; j < n; j++) {
                 if (!p[j].revents)
                     continue;
-                if (!round && (p[j].revents & LWS_POLLOUT) && p[j].fd < ps->cap)
+                if (!round && p[j].fd < ps->cap)
                     ps->wrote[p[j].fd] = ps->gen;
                 if (lws_service_fd(ctx, &p[j]) < 0)
                     return -1;
@@ -1097,12 +1159,11 @@ lwspy_native_serve(struct lws_context *ctx, struct lwspy_pollset *ps, int fd, in
     }
     for (i = 0; i < ps->want_out; i++)
         ps->left[ps->out[i]] = ps->gen;
-    for (i = 0; i < 64; i++) {
-        if (lws_service_adjust_timeout(ctx, 1, 0))
-            return 0;
+    for (i = 0; i < 64 && !lws_service_adjust_timeout(ctx, 1, 0); i++)
         if (lws_service_tsi(ctx, -1, 0) < 0)
             return -1;
-    }
+    if (lwspy_pollset_apply(ps) < 0)
+        ps->failed = 1;
     /* More is buffered (a big compressed message takes a round per piece):
      * 1 asks the caller to come back soon rather than wait for the tick. */
     return !lws_service_adjust_timeout(ctx, 1, 0);
@@ -1110,10 +1171,10 @@ lwspy_native_serve(struct lws_context *ctx, struct lwspy_pollset *ps, int fd, in
 
 /* The above, plus 2 if messages wait in the bridge (lwspy_bridge_take). */
 static int
-lwspy_native_service(struct lws_context *ctx, struct lwspy_pollset *ps, int fd, int ready)
+lwspy_native_service(struct lws_context *ctx, struct lwspy_pollset *ps, int poll)
 {
     struct lwspy_ctx *cx = (struct lwspy_ctx *)lws_context_user(ctx);
-    int n = lwspy_native_serve(ctx, ps, fd, ready);
+    int n = lwspy_native_serve(ctx, ps, poll);
 
     if (n >= 0 && cx && cx->bridge && cx->bridge->in.count)
         n |= 2;
@@ -1133,7 +1194,7 @@ lwspy_trampoline(struct lws *wsi, enum lws_callback_reasons reason,
     const struct lws_protocols *p = lws_get_protocol(wsi);
     struct lwspy_proto *pp = p ? (struct lwspy_proto *)p->user : NULL;
     unsigned int r = (unsigned int)reason;
-    int n, rx_flags = 0, fd_gone = 0;
+    int n, rx_flags = 0;
 
     lwspy_count_in++;
     if (reason == LWS_CALLBACK_EVENT_WAIT_CANCELLED) {
@@ -1148,13 +1209,9 @@ lwspy_trampoline(struct lws *wsi, enum lws_callback_reasons reason,
         struct lws_context *lc = lws_get_context(wsi);
         struct lwspy_ctx *cx = lc ? (struct lwspy_ctx *)lws_context_user(lc) : NULL;
 
-        if (cx && cx->pollset) {
+        if (cx && cx->pollset)
             lwspy_pollset_note(cx->pollset, (const struct lws_pollargs *)in,
                                reason == LWS_CALLBACK_DEL_POLL_FD);
-            /* The loop must stop watching before lws closes the fd: Python
-             * hears of this one at once (once per connection). */
-            fd_gone = reason == LWS_CALLBACK_DEL_POLL_FD;
-        }
     }
     if (pp && (reason == LWS_CALLBACK_SERVER_WRITEABLE ||
                reason == LWS_CALLBACK_CLIENT_WRITEABLE)) {
@@ -1176,7 +1233,7 @@ lwspy_trampoline(struct lws *wsi, enum lws_callback_reasons reason,
         if (q && !q->dead && q->handle)
             return lwspy_rx_message(wsi, pp, q, user, (const unsigned char *)in, len);
     }
-    if (r < LWSPY_NREASONS && (lwspy_always[r] || (pp && pp->want[r]) || fd_gone)) {
+    if (r < LWSPY_NREASONS && (lwspy_always[r] || (pp && pp->want[r]))) {
         struct lwspy_ctx *cx = (struct lwspy_ctx *)lws_context_user(lws_get_context(wsi));
         void *ctx_handle = cx ? cx->handle : NULL;
 

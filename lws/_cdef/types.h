@@ -146,13 +146,11 @@ struct lwspy_sigwake {
     ...;
 };
 
-/* lws.asyncio's native mode: the sockets the loop must watch (binding.c). */
+/* lws.asyncio's native mode: lws' sockets in an epoll instance, the one fd
+ * the loop watches (binding.c). */
 struct lwspy_pollset {
-    unsigned char *events;  /* per fd: 1 = POLLIN wanted, 2 = POLLOUT wanted */
-    int *changed;           /* fds whose events changed since the last sync */
-    int nchanged;
-    int want_out;
-    int failed;
+    int nchanged;       /* sockets noted since the last lwspy_pollset_apply */
+    int failed;         /* no memory (or epoll refused) to track a socket */
     ...;
 };
 

@@ -46,7 +46,15 @@ import contextlib
 import logging
 import threading
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable, Mapping
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Generator,
+    Iterable,
+    Mapping,
+)
 from dataclasses import dataclass
 from typing import Any
 
@@ -246,15 +254,29 @@ class WebSocket:
 
     # -- receiving -------------------------------------------------------------
 
-    async def recv(self) -> Message:
-        """The next message (``str`` for text, ``bytes`` for binary).
+    def recv(self) -> Coroutine[Any, Any, Message]:
+        """The next message (``str`` for text, ``bytes`` for binary): ``await ws.recv()``.
 
         Raises :class:`lws.ConnectionClosedOK` / :class:`lws.ConnectionClosedError`
         once the connection is closed and every received message was read.
         """
+        return self._next(False)
+
+    def __aiter__(self) -> AsyncIterator[Message]:
+        return self
+
+    def __anext__(self) -> Coroutine[Any, Any, Message]:
+        """``async for message in ws``: ends quietly on a normal close."""
+        return self._next(True)
+
+    async def _next(self, iterating: bool) -> Message:
+        # recv() and __anext__() return this coroutine itself rather than
+        # awaiting it in one of their own: one coroutine per message, not two.
         messages = self._messages
         while not messages:
             if self._closed.done():
+                if iterating and self.close_code in _OK_CODES:
+                    raise StopAsyncIteration
                 raise self._closed_error()
             self._getter = self._loop.create_future()
             try:
@@ -264,21 +286,6 @@ class WebSocket:
         message = messages.popleft()
         self._consumed()
         return message
-
-    def __aiter__(self) -> AsyncIterator[Message]:
-        return self
-
-    async def __anext__(self) -> Message:
-        """``async for message in ws``: ends quietly on a normal close."""
-        messages = self._messages
-        if messages:  # the common case, nothing to wait for
-            message = messages.popleft()
-            self._consumed()
-            return message
-        try:
-            return await self.recv()
-        except ConnectionClosedOK:
-            raise StopAsyncIteration from None
 
     # -- sending ---------------------------------------------------------------
 

@@ -965,8 +965,9 @@ lwspy_pollset_grow(struct lwspy_pollset *ps, int fd)
 }
 
 static void
-lwspy_pollset_note(struct lwspy_pollset *ps, const struct lws_pollargs *a, int gone)
+lwspy_pollset_note(struct lwspy_pollset *ps, const struct lws_pollargs *a, int reason)
 {
+    int gone = reason == LWS_CALLBACK_DEL_POLL_FD;
     unsigned char ev;
 
     if (a->fd < 0)
@@ -988,9 +989,13 @@ lwspy_pollset_note(struct lwspy_pollset *ps, const struct lws_pollargs *a, int g
         ps->outpos[a->fd] = -1;
     }
     ps->events[a->fd] = ev;
+    if (reason == LWS_CALLBACK_ADD_POLL_FD)
+        /* a new socket: whatever this number was before, epoll has it no
+         * more (a closed fd leaves by itself; EEXIST falls back to MOD) */
+        ps->watched[a->fd] = 0;
     if (gone && ps->watched[a->fd]) {
-        /* now, while the fd is still open (a closed one leaves epoll by itself
-         * only if no other process holds it) */
+        /* lws may have closed it already (then it left epoll by itself and
+         * this fails harmlessly); if not, it must leave now */
         epoll_ctl(ps->epfd, EPOLL_CTL_DEL, a->fd, NULL);
         ps->watched[a->fd] = 0;
     }
@@ -1210,8 +1215,7 @@ lwspy_trampoline(struct lws *wsi, enum lws_callback_reasons reason,
         struct lwspy_ctx *cx = lc ? (struct lwspy_ctx *)lws_context_user(lc) : NULL;
 
         if (cx && cx->pollset)
-            lwspy_pollset_note(cx->pollset, (const struct lws_pollargs *)in,
-                               reason == LWS_CALLBACK_DEL_POLL_FD);
+            lwspy_pollset_note(cx->pollset, (const struct lws_pollargs *)in, (int)reason);
     }
     if (pp && (reason == LWS_CALLBACK_SERVER_WRITEABLE ||
                reason == LWS_CALLBACK_CLIENT_WRITEABLE)) {

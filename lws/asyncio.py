@@ -107,6 +107,13 @@ class _Limits:
     session: type[Struct] | None
     ping_interval: float | None = 20.0
     ping_timeout: float | None = 20.0
+    read_size: int = 4096
+
+
+def _check_read_size(read_size: int) -> int:
+    if not 4096 <= read_size <= 1 << 20:
+        raise ValueError(f"read_size must be between 4096 and 1 MiB, not {read_size}")
+    return read_size
 
 
 class Request:
@@ -465,7 +472,11 @@ class _Runner:
         self._stopping = False
         self._protocol_kw = {
             "max_message_size": limits.max_size, "session": limits.session,
-            "send_queue_limit": max(limits.write_limit * 4, limits.max_size * 2)}
+            "send_queue_limit": max(limits.write_limit * 4, limits.max_size * 2),
+            # lws reads at most this much per socket event, into a buffer of
+            # this size that each connection gets when it opens
+            "rx_buffer_size": limits.read_size}
+        self._read_size = limits.read_size
 
     def make_protocol(self, name: str, server: bool) -> _AsyncProtocol:
         attrs = dict(self._protocol_kw, name=name)
@@ -476,7 +487,8 @@ class _Runner:
 
     def start(self, protocols: list[Protocol], **ctx_options: Any) -> Context:
         native = self.mode == "native"
-        self.ctx = Context(protocols, _native=native, **ctx_options)
+        self.ctx = Context(protocols, _native=native, pt_serv_buf_size=self._read_size,
+                           **ctx_options)
         bridge = ffi.new("struct lwspy_bridge *")
         fd = lib.lwspy_bridge_init(bridge, self.ctx._ctx, 0 if native else 1)
         if fd < 0:
@@ -824,6 +836,11 @@ class serve:
     :class:`lws.Struct` for each connection's typed session data.
     ``ping_interval``/``ping_timeout``: keepalive pings (``None`` turns
     them off); no pong in time closes the connection with 1011.
+    ``read_size`` (4096 to 1 MiB, default 4096, lws' own): the most lws
+    reads from a socket at a time (``pt_serv_buf_size`` and the protocols'
+    ``rx_buffer_size``). Bigger takes fewer system calls for big messages;
+    each connection's receive buffer is that big (its pages count in memory
+    only once a burst that big has arrived on it).
     ``mode``: ``"auto"``, ``"native"`` or ``"thread"``.
     """
 
@@ -834,7 +851,7 @@ class serve:
                  max_size: int = 1 << 20, max_queue: int = 16, write_limit: int = 1 << 20,
                  close_timeout: float = 10.0, session: type[Struct] | None = None,
                  ping_interval: float | None = 20.0, ping_timeout: float | None = 20.0,
-                 mode: str = "auto") -> None:
+                 read_size: int = 4096, mode: str = "auto") -> None:
         if compression not in (None, "deflate"):
             raise ValueError("compression must be 'deflate' or None")
         if max_queue < 1 or write_limit < 1 or max_size < 1:
@@ -846,7 +863,7 @@ class serve:
         self._subprotocols = list(subprotocols or [])
         self._http = http
         self._limits = _Limits(max_size, max_queue, write_limit, close_timeout, session,
-                               ping_interval, ping_timeout)
+                               ping_interval, ping_timeout, _check_read_size(read_size))
         self._mode = mode
         self._server: Server | None = None
 
@@ -883,8 +900,8 @@ class connect:
     ``subprotocols``: names to ask for (first one; lws asks for a single
     protocol). ``additional_headers``, ``origin``, ``tls``
     (:class:`lws.ClientTLS`), ``compression`` (``"deflate"``), ``max_size``,
-    ``max_queue``, ``write_limit``, ``open_timeout``, ``session`` as for
-    :func:`serve`. Raises :class:`lws.ConnectError` when the connection
+    ``max_queue``, ``write_limit``, ``open_timeout``, ``session``,
+    ``read_size`` as for :func:`serve`. Raises :class:`lws.ConnectError` when the connection
     cannot be made. Each connection runs its own lws context (closed with it).
     """
 
@@ -895,7 +912,7 @@ class connect:
                  max_queue: int = 16, write_limit: int = 1 << 20, open_timeout: float = 10.0,
                  close_timeout: float = 10.0, session: type[Struct] | None = None,
                  ping_interval: float | None = 20.0, ping_timeout: float | None = 20.0,
-                 mode: str = "auto") -> None:
+                 read_size: int = 4096, mode: str = "auto") -> None:
         parts = urllib.parse.urlsplit(uri)
         if parts.scheme not in ("ws", "wss"):
             raise ValueError(f"not a ws:// or wss:// URI: {uri!r}")
@@ -907,7 +924,7 @@ class connect:
         self._origin = origin
         self._ctx_options = dict(client_tls=tls, permessage_deflate=compression == "deflate")
         self._limits = _Limits(max_size, max_queue, write_limit, close_timeout, session,
-                               ping_interval, ping_timeout)
+                               ping_interval, ping_timeout, _check_read_size(read_size))
         self._open_timeout = open_timeout
         self._mode = mode
         self._ws: WebSocket | None = None

@@ -91,12 +91,13 @@ async def _read_server_frame(reader: asyncio.StreamReader) -> bytes:
     return await reader.readexactly(n)
 
 
-def test_messages_that_arrive_in_pieces_or_together(mode: str, run: Any) -> None:
-    """lws reads 4 KiB at a time: a message cut across reads (native mode reads
-    again at once, and finds nothing when the rest is late) and several in one
-    write all come back whole and in order."""
+@pytest.mark.parametrize("read_size", [4096, 65536])
+def test_messages_that_arrive_in_pieces_or_together(mode: str, run: Any, read_size: int) -> None:
+    """lws reads read_size at a time (4 KiB by default): a message cut across
+    reads (lws is asked to read again at once, and finds nothing when the
+    rest is late) and several in one write all come back whole and in order."""
     async def main() -> list[bytes]:
-        async with la.serve(echo, "127.0.0.1", 0, mode=mode) as server:
+        async with la.serve(echo, "127.0.0.1", 0, mode=mode, read_size=read_size) as server:
             reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
             key = base64.b64encode(os.urandom(16)).decode()
             writer.write((f"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
@@ -117,6 +118,14 @@ def test_messages_that_arrive_in_pieces_or_together(mode: str, run: Any) -> None
         return got
 
     assert run(main()) == [bytes(range(256)) * 40, b"a" * 9000, b"b" * 5, b"c" * 20000]
+
+
+def test_read_size_is_checked() -> None:
+    for bad in (0, 4095, (1 << 20) + 1):
+        with pytest.raises(ValueError, match="read_size"):
+            la.serve(echo, read_size=bad)
+        with pytest.raises(ValueError, match="read_size"):
+            la.connect("ws://127.0.0.1:1/", read_size=bad)
 
 
 def test_websockets_client_and_server_interop(mode: str, run: Any) -> None:

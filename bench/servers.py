@@ -66,7 +66,9 @@ def serve_lws_asyncio(host: str, port: int) -> None:
             await ws.send(message)
 
     async def main() -> None:
-        async with lws.asyncio.serve(echo, host, port, max_size=MAX_SIZE) as server:
+        # as the peers run: no keepalive pings
+        async with lws.asyncio.serve(echo, host, port, max_size=MAX_SIZE,
+                                     ping_interval=None) as server:
             _ready(server.port, library="lws-cffi", version=lws.__version__,
                    lws=lws.lws_version, mode=server.mode, loop="uvloop")
             await server.serve_forever()

@@ -45,7 +45,9 @@ def find(ctx: Any) -> int:
         return -1
     for name in names:
         fd = int(name)
-        if _is_eventfd(fd) and lib.wsi_from_fd(ctx, fd) != ffi.NULL:
+        # lws' own table first (no system call): right after creation the
+        # pipe is all it holds, so at most one readlink per context
+        if lib.wsi_from_fd(ctx, fd) != ffi.NULL and _is_eventfd(fd):
             return fd
     return -1
 

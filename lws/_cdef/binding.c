@@ -1021,12 +1021,13 @@ lwspy_pollset_open(struct lwspy_pollset *ps)
 /* Gives epoll what lws wants watched now, for the sockets noted since the
  * last call. POLLOUT is still wanted at the end of a service only where the
  * socket is full (others are written without asking, see
- * lwspy_native_serve): epoll watches it drain. 0, or -1 if epoll refused. */
-static int
+ * lwspy_native_serve): epoll watches it drain. If epoll refuses a socket,
+ * `failed` is set (the loop reports it). */
+static void
 lwspy_pollset_apply(struct lwspy_pollset *ps)
 {
     struct epoll_event ev;
-    int i, fd, op, ret = 0;
+    int i, fd, op;
 
     for (i = 0; i < ps->nchanged; i++) {
         fd = ps->changed[i];
@@ -1042,12 +1043,11 @@ lwspy_pollset_apply(struct lwspy_pollset *ps)
             if (op != EPOLL_CTL_DEL &&
                 epoll_ctl(ps->epfd, op == EPOLL_CTL_ADD ? EPOLL_CTL_MOD : EPOLL_CTL_ADD,
                           fd, &ev) < 0)
-                ret = -1;
+                ps->failed = 1;
         }
         ps->watched[fd] = ps->events[fd];
     }
     ps->nchanged = 0;
-    return ret;
 }
 
 static void
@@ -1167,8 +1167,7 @@ lwspy_native_serve(struct lws_context *ctx, struct lwspy_pollset *ps, int poll)
     for (i = 0; i < 64 && !lws_service_adjust_timeout(ctx, 1, 0); i++)
         if (lws_service_tsi(ctx, -1, 0) < 0)
             return -1;
-    if (lwspy_pollset_apply(ps) < 0)
-        ps->failed = 1;
+    lwspy_pollset_apply(ps);
     /* More is buffered (a big compressed message takes a round per piece):
      * 1 asks the caller to come back soon rather than wait for the tick. */
     return !lws_service_adjust_timeout(ctx, 1, 0);

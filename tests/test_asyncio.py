@@ -91,9 +91,9 @@ async def _read_server_frame(reader: asyncio.StreamReader) -> bytes:
     return await reader.readexactly(n)
 
 
-@pytest.mark.parametrize("read_size", [4096, 65536])
+@pytest.mark.parametrize("read_size", [4096, la.DEFAULT_READ_SIZE, 65536])
 def test_messages_that_arrive_in_pieces_or_together(mode: str, run: Any, read_size: int) -> None:
-    """lws reads read_size at a time (4 KiB by default): a message cut across
+    """lws reads read_size at a time (16 KiB by default): a message cut across
     reads (lws is asked to read again at once, and finds nothing when the
     rest is late) and several in one write all come back whole and in order."""
     async def main() -> list[bytes]:

@@ -94,6 +94,9 @@ struct lwspy_rxbatch {
 
 /* A taken batch bigger than this is freed, not kept for the next one. */
 #define LWSPY_BATCH_KEEP (256 * 1024)
+/* A joined message bigger than this has its buffer freed after delivery
+ * (lwspy_rx_message), or handed to the batch whole (lwspy_bridge_message). */
+#define LWSPY_BIG_RX 65536
 
 struct lwspy_bridge {
     pthread_mutex_t mu;
@@ -480,18 +483,6 @@ lwspy_bridge_message(struct lws *wsi, struct lwspy_txq *q, const unsigned char *
     int pause;
 
     pthread_mutex_lock(&b->mu);
-    if (t->len + len > t->cap) {
-        size_t cap = t->cap ? t->cap : 4096;
-        char *grown;
-
-        while (cap < t->len + len)
-            cap *= 2;
-        grown = realloc(t->data, cap);
-        if (!grown)
-            goto oom;
-        t->data = grown;
-        t->cap = cap;
-    }
     if (t->count == t->meta_cap) {
         int cap = t->meta_cap ? t->meta_cap * 2 : 64;
         long long *grown = realloc(t->meta, (size_t)cap * 3 * sizeof(*grown));
@@ -501,8 +492,31 @@ lwspy_bridge_message(struct lws *wsi, struct lwspy_txq *q, const unsigned char *
         t->meta = grown;
         t->meta_cap = cap;
     }
-    if (len)
-        memcpy(t->data + t->len, data, len);
+    if (!t->len && len > LWSPY_BIG_RX && data == q->rx) {
+        /* A big message joined in q->rx that starts the batch: the batch
+         * takes that buffer rather than a copy of it (the connection
+         * allocates anew for its next big message anyway). */
+        free(t->data);
+        t->data = (char *)q->rx;
+        t->cap = q->rx_cap;
+        q->rx = NULL;
+        q->rx_cap = 0;
+    } else {
+        if (t->len + len > t->cap) {
+            size_t cap = t->cap ? t->cap : 4096;
+            char *grown;
+
+            while (cap < t->len + len)
+                cap *= 2;
+            grown = realloc(t->data, cap);
+            if (!grown)
+                goto oom;
+            t->data = grown;
+            t->cap = cap;
+        }
+        if (len)
+            memcpy(t->data + t->len, data, len);
+    }
     t->len += len;
     meta = t->meta + 3 * t->count++;
     meta[0] = q->conn_id;
@@ -918,7 +932,7 @@ lwspy_rx_message(struct lws *wsi, struct lwspy_proto *pp, struct lwspy_txq *q,
         if (n == LWSPY_DEFAULT)
             n = 0; /* lws' default for RECEIVE: carry on */
     }
-    if (q->rx && q->rx_cap > 65536 && !q->rx_active) {
+    if (q->rx && q->rx_cap > LWSPY_BIG_RX && !q->rx_active) {
         /* do not keep a big message's buffer for the connection's life */
         free(q->rx);
         q->rx = NULL;

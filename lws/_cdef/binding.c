@@ -261,8 +261,9 @@ lwspy_writable_again(struct lws *wsi)
 
 /* A read that ended inside a message (partial 1) or at its end (0): the
  * socket is, or stops being, one to read again at once (lwspy_read_again).
- * lws reads at most pt_serv_buf_size (4 KiB) per service; the rest of a
- * bigger message most likely came with it. */
+ * lws reads at most pt_serv_buf_size per service (4 KiB by default,
+ * 16 KiB under lws.asyncio); the rest of a bigger message most likely
+ * came with it. */
 static void
 lwspy_note_partial(struct lws *wsi, int partial)
 {

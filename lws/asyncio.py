@@ -590,8 +590,10 @@ class _Runner:
     def kick(self) -> None:
         """Output was queued from the loop: let lws write it soon, once for a batch.
 
-        Native mode services lws on the next loop iteration; thread mode wakes
-        the service thread then (sends meanwhile wait in C, lwspy_bridge_defer).
+        Native mode services lws from the loop's ready queue, behind the
+        callbacks already there (after a batch, the handlers it woke); thread
+        mode wakes the service thread then (sends meanwhile wait in C,
+        lwspy_bridge_defer).
         """
         if self._kicked:
             return
@@ -642,7 +644,7 @@ class _Runner:
         blob = ffi.unpack(taken.data, size) if size else b""
         meta = ffi.unpack(taken.meta, 3 * n)  # per message: connection id, length, binary
         by_id = self._by_id
-        native = self.mode == "native"
+        woke = self.mode != "native"
         end = 0
         for i in range(0, 3 * n, 3):
             start = end
@@ -663,8 +665,12 @@ class _Runner:
             getter = ws._getter
             if getter is not None and not getter.done():
                 getter.set_result(None)
-        if not native:
-            # After the handlers' wake-ups: their answers go to lws in one wake-up.
+                woke = True
+        if woke:
+            # Queued after the handlers' wake-ups, so it runs right after them,
+            # in the same loop iteration: their answers reach lws together
+            # (thread mode: one wake-up of the service thread; native mode: the
+            # service that writes them, with no loop iteration in between).
             self.kick()
 
     def _schedule_tick(self, delay: float) -> None:

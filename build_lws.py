@@ -22,6 +22,8 @@ HERE = pathlib.Path(__file__).resolve().parent
 CDEF_DIR = HERE / "lws" / "_cdef"
 # Declarations in the order they depend on each other.
 CDEF_FILES = ("types.h", "functions.h", "binding.h")
+# The C source of the module, in this order (fastcall.c calls into binding.c).
+SOURCE_FILES = ("binding.c", "fastcall.c")
 
 MISSING_LWS = """\
 libwebsockets (with its headers and pkg-config file) was not found.
@@ -95,7 +97,7 @@ def make_ffi() -> FFI:
     flags = find_libwebsockets()
     ffi.set_source(
         "lws._lws",
-        (CDEF_DIR / "binding.c").read_text(),
+        "\n".join((CDEF_DIR / name).read_text() for name in SOURCE_FILES),
         include_dirs=flags["include_dirs"],
         library_dirs=flags["library_dirs"],
         libraries=flags["libraries"],

@@ -7,6 +7,7 @@ Everything else in the package goes through ``ffi`` and ``lib`` from here.
 
 from __future__ import annotations
 
+import importlib
 import re
 from typing import Any
 
@@ -24,6 +25,22 @@ except ImportError as exc:  # pragma: no cover - depends on the install
 
 ffi: Any = _ffi
 lib: Any = _lib
+
+# The per-message calls, as CPython functions that keep the GIL (fastcall.c);
+# they take pointers as ints: addr(p).
+if lib.lwspy_fastcall_install() != 0:  # pragma: no cover - out of memory at import
+    raise BuildError("lws._lws could not set up its fast calls")
+_module = importlib.import_module("._lws", __package__)
+fast_native_service: Any = _module.fast_native_service
+fast_send: Any = _module.fast_send
+fast_bridge_take: Any = _module.fast_bridge_take
+fast_bridge_consumed: Any = _module.fast_bridge_consumed
+
+
+def addr(pointer: Any) -> int:
+    """A cdata pointer as the int the fast_* functions take (0 for NULL)."""
+    return int(ffi.cast("uintptr_t", pointer))
+
 
 BUILT_VERSION: str = ffi.string(lib.LWSPY_BUILT_VERSION).decode()
 RUNTIME_VERSION: str = ffi.string(lib.lws_get_library_version()).decode()

@@ -58,7 +58,16 @@ from collections.abc import (
 from dataclasses import dataclass
 from typing import Any
 
-from ._binding import features, ffi, lib
+from ._binding import (
+    addr,
+    fast_bridge_consumed,
+    fast_bridge_take,
+    fast_native_service,
+    fast_send,
+    features,
+    ffi,
+    lib,
+)
 from .connection import Connection
 from .context import Context
 from .errors import (
@@ -155,6 +164,7 @@ class WebSocket:
         # many messages, so the pause is decided in C, per message. Either
         # way _messages is touched on the loop only.
         self._txq = conn._txq
+        self._txq_addr = conn._txq_addr
         self._messages: collections.deque[Message] = collections.deque()
         self._max_queue = max_queue
         self._write_limit = write_limit
@@ -196,7 +206,7 @@ class WebSocket:
 
     def _consumed(self) -> None:
         """The app took a message: C resumes reading once half the queue is free."""
-        lib.lwspy_bridge_consumed(self._txq)
+        fast_bridge_consumed(self._txq_addr)
 
     def _on_drain(self) -> None:
         waiter = self._drained
@@ -319,8 +329,7 @@ class WebSocket:
             else:
                 payload = message.encode("utf-8")  # type: ignore[union-attr]
                 flags = _WRITE_TEXT
-            queued = lib.lwspy_send(self._txq, conn._wsi, payload, len(payload), flags,
-                                    conn._limit)
+            queued = fast_send(self._txq_addr, conn._key, payload, flags, conn._limit)
             if queued >= 0:
                 runner = self._runner
                 if not runner._kicked:
@@ -464,6 +473,8 @@ class _Runner:
         # The C bridge (lwspy_bridge) that hands messages over, and its
         # sockets by connection id.
         self._bridge: Any = None
+        self._bridge_addr = 0
+        self._service_args = (0, 0)  # native mode: the context's and pollset's addresses
         self._by_id: dict[int, WebSocket] = {}
         self.pending_requests: dict[Connection, Request] = {}
         self.on_open: Callable[[WebSocket], None] | None = None
@@ -501,6 +512,9 @@ class _Runner:
             self.ctx.close()
             raise OSError(ffi.errno, "no eventfd for the lws service thread")
         self._bridge = bridge
+        self._bridge_addr = addr(bridge)
+        if native:
+            self._service_args = (addr(self.ctx._ctx), addr(self.ctx._pollset))
         self.ctx._cx.bridge = bridge  # before lws serves anything
         if native:
             self.ctx._lws_thread.ident = threading.get_ident()  # lws lives on this loop
@@ -618,7 +632,7 @@ class _Runner:
         if ctx is None or ctx.closed:
             return
         try:
-            more = lib.lwspy_native_service(ctx._ctx, ctx._pollset, poll)
+            more = fast_native_service(*self._service_args, poll)
             ctx._after_service()
             self._sync()
             if more > 0:
@@ -636,7 +650,7 @@ class _Runner:
         """Take the whole messages lws handed over (in C): the service thread's,
         or, in native mode, those of the service that just ran."""
         bridge = self._bridge
-        n = lib.lwspy_bridge_take(bridge)
+        n = fast_bridge_take(self._bridge_addr)
         if not n:
             return
         taken = bridge.taken

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ._binding import ffi, lib
+from ._binding import addr, fast_send, ffi, lib
 from ._guard import Guard
 from .errors import ConnectionClosed, LwsError, SendQueueFull, SessionClosed
 from .http import SERVER_REASONS as HTTP_SERVER_REASONS
@@ -183,6 +183,7 @@ class Connection:
         "_txbuf",
         "_txbuf_big",
         "_txq",
+        "_txq_addr",
         "_view",
         "_why",
         "_wr_scheduled",
@@ -215,6 +216,7 @@ class Connection:
         # wsi's opaque user data.
         self._txq: Any = ffi.new("struct lwspy_txq *")
         lib.lwspy_txq_init(self._txq)
+        self._txq_addr = addr(self._txq)  # for the fast_* calls
         self._txq.client = 1 if is_client else 0
         # How C hands whole messages to this object (see _lwspy_message).
         self._handle: Any = ffi.new_handle(self)
@@ -568,8 +570,9 @@ class Connection:
         if self._fast:
             here = _get_ident() == self._lws_thread.ident
             if here or self._bridged:  # off the lws thread, C asks the bridge instead
-                queued: int = lib.lwspy_send(self._txq, self._wsi if here else NULL, payload,
-                                             len(payload), flags, self._limit)
+                # (_key is the wsi's address)
+                queued: int = fast_send(self._txq_addr, self._key if here else 0, payload,
+                                        flags, self._limit)
                 if queued >= 0:
                     return queued
         return self._enqueue(payload, flags)

@@ -48,5 +48,5 @@ def test_runtime_matches_build() -> None:
 def test_sources_ship_in_the_sdist_manifest() -> None:
     manifest = (ROOT / "MANIFEST.in").read_text()
     assert "lws/_cdef" in manifest and "build_lws.py" in manifest
-    for name in ("types.h", "functions.h", "binding.h", "binding.c"):
+    for name in ("types.h", "functions.h", "binding.h", "binding.c", "fastcall.c"):
         assert (ROOT / "lws" / "_cdef" / name).is_file()

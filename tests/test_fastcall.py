@@ -1,0 +1,75 @@
+"""The per-message calls that bypass cffi's wrapper (lws/_cdef/fastcall.c).
+
+They take pointers as ints and keep the GIL; a wrong argument must still be
+a Python exception, never a crash, and they must do what the cffi-wrapped
+functions they stand for do.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from lws._binding import (
+    addr,
+    fast_bridge_consumed,
+    fast_bridge_take,
+    fast_native_service,
+    fast_send,
+    ffi,
+    lib,
+)
+
+WRITE_BINARY = 2  # LWS_WRITE_BINARY
+LIMIT = 1 << 20
+
+
+@pytest.fixture
+def txq() -> Any:
+    q = ffi.new("struct lwspy_txq *")
+    lib.lwspy_txq_init(q)
+    yield q
+    lib.lwspy_txq_kill(q)
+
+
+def test_send_queues_and_counts_like_lwspy_send(txq: Any) -> None:
+    assert fast_send(addr(txq), 0, b"hello", WRITE_BINARY, LIMIT) == 5
+    assert fast_send(addr(txq), 0, b"", WRITE_BINARY, LIMIT) == 5
+    assert lib.lwspy_send(txq, ffi.NULL, b"abc", 3, WRITE_BINARY, LIMIT) == 8
+    assert (txq.count, txq.queued) == (3, 8)
+
+
+def test_send_past_the_limit_and_after_kill(txq: Any) -> None:
+    assert fast_send(addr(txq), 0, b"x" * 10, WRITE_BINARY, 16) == 10
+    assert fast_send(addr(txq), 0, b"x" * 10, WRITE_BINARY, 16) == -1  # would pass 16
+    assert txq.queued == 10
+    lib.lwspy_txq_kill(txq)
+    assert fast_send(addr(txq), 0, b"x", WRITE_BINARY, LIMIT) == -2  # dead
+
+
+@pytest.mark.parametrize(("call", "error"), [
+    (lambda q: fast_send(q, 0, b"x", WRITE_BINARY), TypeError),          # 4 arguments
+    (lambda q: fast_send(q, 0, "text", WRITE_BINARY, 0), TypeError),     # str payload
+    (lambda q: fast_send(q, 0, bytearray(b"x"), WRITE_BINARY, 0), TypeError),
+    (lambda q: fast_send("q", 0, b"x", WRITE_BINARY, 0), TypeError),     # not an int
+    (lambda q: fast_send(0, 0, b"x", WRITE_BINARY, 0), ValueError),      # NULL queue
+    (lambda q: fast_send(q, 0, b"x", WRITE_BINARY, -1), OverflowError),  # negative limit
+    (lambda q: fast_bridge_take(0), ValueError),
+    (lambda q: fast_bridge_take(None), TypeError),
+    (lambda q: fast_bridge_consumed(0), ValueError),
+    (lambda q: fast_native_service(0, 0, 1), ValueError),
+    (lambda q: fast_native_service(1, 2), TypeError),
+])
+def test_bad_arguments_raise(txq: Any, call: Any, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        call(addr(txq))
+    assert txq.count == 0  # nothing was queued by a refused call
+
+
+def test_consumed_without_a_bridge_is_a_no_op(txq: Any) -> None:
+    assert fast_bridge_consumed(addr(txq)) is None
+
+
+def test_addr_of_null_is_zero() -> None:
+    assert addr(ffi.NULL) == 0

@@ -629,13 +629,18 @@ class _Runner:
         (lwspy_native_service, in C)."""
         self._kicked = False
         ctx = self.ctx
-        if ctx is None or ctx.closed:
+        if ctx is None or ctx._closed:
             return
         try:
+            # C applied lws' poll changes at the end; calls queued on the
+            # context may make more (and raise what a handler left pending).
             more = fast_native_service(*self._service_args, poll)
-            ctx._after_service()
-            self._sync()
+            if ctx._calls or ctx._pending is not None:
+                ctx._after_service()
+                self._sync()
             if more > 0:
+                if more & 4:
+                    raise LwsError("no memory (or epoll refused) to watch lws' sockets")
                 if more & 2:  # messages came in
                     self._pull()
                 if more & 1:  # lws holds buffered input still: next loop iteration
@@ -649,18 +654,14 @@ class _Runner:
     def _pull(self) -> None:
         """Take the whole messages lws handed over (in C): the service thread's,
         or, in native mode, those of the service that just ran."""
-        bridge = self._bridge
-        n = fast_bridge_take(self._bridge_addr)
-        if not n:
+        taken = fast_bridge_take(self._bridge_addr)
+        if taken is None:
             return
-        taken = bridge.taken
-        size = taken.len
-        blob = ffi.unpack(taken.data, size) if size else b""
-        meta = ffi.unpack(taken.meta, 3 * n)  # per message: connection id, length, binary
+        blob, meta = taken  # per message in meta: connection id, length, binary
         by_id = self._by_id
         woke = self.mode != "native"
         end = 0
-        for i in range(0, 3 * n, 3):
+        for i in range(0, len(meta), 3):
             start = end
             end += meta[i + 1]
             ws = by_id.get(meta[i])

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+import lws
 from lws._binding import (
     addr,
     fast_bridge_consumed,
@@ -73,3 +74,18 @@ def test_consumed_without_a_bridge_is_a_no_op(txq: Any) -> None:
 
 def test_addr_of_null_is_zero() -> None:
     assert addr(ffi.NULL) == 0
+
+
+def test_take_from_an_empty_bridge_is_none() -> None:
+    class Nop(lws.Protocol):
+        name = "nop"
+
+    ctx = lws.Context([Nop()], port=0, host="127.0.0.1")
+    try:
+        bridge = ffi.new("struct lwspy_bridge *")
+        assert lib.lwspy_bridge_init(bridge, ctx._ctx, 0) == 0
+        assert fast_bridge_take(addr(bridge)) is None
+        assert lib.lwspy_bridge_take(bridge) == 0  # the cffi-wrapped one agrees
+        lib.lwspy_bridge_free(bridge)
+    finally:
+        ctx.close()

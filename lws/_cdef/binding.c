@@ -1188,7 +1188,8 @@ lwspy_native_serve(struct lws_context *ctx, struct lwspy_pollset *ps, int poll)
     return !lws_service_adjust_timeout(ctx, 1, 0);
 }
 
-/* The above, plus 2 if messages wait in the bridge (lwspy_bridge_take). */
+/* The above, plus 2 if messages wait in the bridge (lwspy_bridge_take),
+ * plus 4 if the pollset failed (no memory, or epoll refused an fd). */
 static int
 lwspy_native_service(struct lws_context *ctx, struct lwspy_pollset *ps, int poll)
 {
@@ -1197,6 +1198,8 @@ lwspy_native_service(struct lws_context *ctx, struct lwspy_pollset *ps, int poll
 
     if (n >= 0 && cx && cx->bridge && cx->bridge->in.count)
         n |= 2;
+    if (n >= 0 && ps->failed)
+        n |= 4;
     return n;
 }
 

@@ -81,16 +81,44 @@ lwspy_fast_send(PyObject *self, PyObject *args)
                                           (int)flags, limit));
 }
 
-/* bridge_take(bridge) -> int, as lwspy_bridge_take */
+/* bridge_take(bridge) -> None, or (payloads, meta): lwspy_bridge_take, then
+ * the batch it took as Python objects: the payloads back to back as one
+ * bytes, and per message its connection id, length and binary flag. */
 static PyObject *
 lwspy_fast_bridge_take(PyObject *self, PyObject *arg)
 {
-    void *b = PyLong_AsVoidPtr(arg);
+    struct lwspy_bridge *b = PyLong_AsVoidPtr(arg);
+    struct lwspy_rxbatch *t;
+    PyObject *blob, *meta, *ret;
+    Py_ssize_t i, n;
 
     (void)self;
     if (!b)
         return PyErr_Occurred() ? NULL : PyErr_Format(PyExc_ValueError, "NULL bridge");
-    return PyLong_FromLong(lwspy_bridge_take((struct lwspy_bridge *)b));
+    n = lwspy_bridge_take(b);
+    if (!n)
+        Py_RETURN_NONE;
+    t = &b->taken; /* the loop's own until its next take */
+    meta = PyTuple_New(3 * n);
+    if (!meta)
+        return NULL;
+    for (i = 0; i < 3 * n; i++) {
+        PyObject *v = PyLong_FromLongLong(t->meta[i]);
+
+        if (!v || PyTuple_SetItem(meta, i, v) < 0) {
+            Py_DECREF(meta);
+            return NULL;
+        }
+    }
+    blob = PyBytes_FromStringAndSize(t->len ? t->data : NULL, (Py_ssize_t)t->len);
+    if (!blob) {
+        Py_DECREF(meta);
+        return NULL;
+    }
+    ret = PyTuple_Pack(2, blob, meta);
+    Py_DECREF(blob);
+    Py_DECREF(meta);
+    return ret;
 }
 
 /* bridge_consumed(txq) -> None, as lwspy_bridge_consumed */

@@ -38,7 +38,7 @@ fast_bridge_consumed: Any = _module.fast_bridge_consumed
 
 
 def addr(pointer: Any) -> int:
-    """A cdata pointer as the int the fast_* functions take (0 for NULL)."""
+    """A cdata pointer as an int (0 for NULL): what the fast_* functions take."""
     return int(ffi.cast("uintptr_t", pointer))
 
 

@@ -89,6 +89,7 @@ _WRITE_TEXT = lib.LWS_WRITE_TEXT
 _WRITE_BINARY = lib.LWS_WRITE_BINARY
 logger = logging.getLogger("lws")
 NULL = ffi.NULL
+_POLLSET_FAILED = "no memory (or epoll refused) to watch lws' sockets"
 
 Message = str | bytes
 Handler = Callable[["WebSocket"], Awaitable[None]]
@@ -163,7 +164,6 @@ class WebSocket:
         # and resumes reading at max_queue, in both modes: a batch may hold
         # many messages, so the pause is decided in C, per message. Either
         # way _messages is touched on the loop only.
-        self._txq = conn._txq
         self._txq_addr = conn._txq_addr
         self._messages: collections.deque[Message] = collections.deque()
         self._max_queue = max_queue
@@ -599,7 +599,7 @@ class _Runner:
         if ps.nchanged:
             lib.lwspy_pollset_apply(ps)
         if ps.failed:
-            raise LwsError("no memory (or epoll refused) to watch lws' sockets")
+            raise LwsError(_POLLSET_FAILED)
 
     def kick(self) -> None:
         """Output was queued from the loop: let lws write it soon, once for a batch.
@@ -640,7 +640,7 @@ class _Runner:
                 self._sync()
             if more > 0:
                 if more & 4:
-                    raise LwsError("no memory (or epoll refused) to watch lws' sockets")
+                    raise LwsError(_POLLSET_FAILED)
                 if more & 2:  # messages came in
                     self._pull()
                 if more & 1:  # lws holds buffered input still: next loop iteration

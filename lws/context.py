@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from . import _eventpipe, _log
-from ._binding import features, ffi, lib, require
+from ._binding import addr, features, ffi, lib, require
 from ._guard import Guard, LwsThread
 from .connection import DEFAULT, NULL, Connection, HeaderWriter, Refuse
 from .errors import ConnectError, ContextError, LwsError
@@ -349,7 +349,7 @@ class Context:
     def _adopt(self, wsi: Any, proto: Protocol | None, reason: int) -> Connection:
         """First callback for a wsi: make (or find the pending client) Connection."""
         conn = None
-        key = int(ffi.cast("uintptr_t", wsi))
+        key = addr(wsi)  # the wsi's address: also what fast_send takes
         opaque = lib.lws_get_opaque_user_data(wsi)
         connecting = self._connecting
         if connecting is not None and (opaque == connecting._txq or
@@ -724,7 +724,7 @@ class Context:
             raise ConnectError(f"connecting to {url}: {message}")
         if conn._wsi == NULL:
             conn._wsi = wsi
-            conn._key = int(ffi.cast("uintptr_t", wsi))
+            conn._key = addr(wsi)
             self._conns[wsi] = conn
         return conn
 
@@ -742,7 +742,7 @@ class Context:
         if st is None:
             raise ValueError(f"protocol {proto.name!r} declares no session data")
         buf = ffi.new("char[]", st.size)
-        view = st.view(int(ffi.cast("uintptr_t", buf)), Guard(self._lws_thread, conn))
+        view = st.view(addr(buf), Guard(self._lws_thread, conn))
         # Freed (dropped) only after the connection's final callback.
         self._client_buffers[conn.id] = buf
         assign(view, values)  # all values checked before anything is written

@@ -225,6 +225,49 @@ def test_send_after_close_raises_connection_closed() -> None:
     assert errors and "closing" in str(errors[0])
 
 
+def test_a_writeable_after_the_close_frame_waits_for_the_peers_close() -> None:
+    # A WRITEABLE can still come after close() sent its frame: one asked for
+    # earlier, or the one a close() from another thread asks for. It must
+    # leave lws waiting for the peer's close, not drop the connection (which
+    # lost the close handshake and, by a reset, data the peer had not read).
+    conns: list[lws.Connection] = []
+    closed: list[int | None] = []
+
+    class Closer(lws.Protocol):
+        name = "closer"
+
+        def on_message(self, conn: lws.Connection, message: Any) -> None:
+            conns.append(conn)
+            conn.close(4000, "bye")
+
+        def on_closed(self, conn: lws.Connection) -> None:
+            closed.append(conn.close_code)
+
+    with lws.Context([Closer()], port=0, host="127.0.0.1") as ctx, serving(ctx):
+        with socket.create_connection(("127.0.0.1", ctx.port), timeout=5) as sock:
+            sock.sendall(upgrade_request("closer"))
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += sock.recv(1)
+            assert head.startswith(b"HTTP/1.1 101")
+            sock.sendall(masked_frame(0x1, b"close please"))
+            first, payload = read_frame(sock)
+            assert (first, payload) == (0x88, (4000).to_bytes(2, "big") + b"bye")
+            # lws now waits for our close; another WRITEABLE arrives meanwhile
+            lws.testing.run_on_lws_thread(ctx, conns[0]._request_writeable)
+            lws.testing.run_on_lws_thread(ctx, lambda: None)  # a service round later
+            sock.settimeout(0.3)
+            try:
+                early = sock.recv(1)
+            except TimeoutError:
+                early = None  # still open, as it should be
+            assert early is None, "the server dropped the connection before our close"
+            sock.settimeout(5)
+            sock.sendall(masked_frame(0x8, (4000).to_bytes(2, "big")))
+            assert sock.recv(1) == b""  # our close answered the server's: lws ends TCP
+        _wait(lambda: bool(closed))
+    assert len(closed) == 1
+
 def test_bad_send_and_close_arguments() -> None:
     errors: list[Exception] = []
 

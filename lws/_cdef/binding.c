@@ -42,6 +42,7 @@ struct lwspy_txq {
      * until the draining is over) or when the connection goes. */
     struct lwspy_msg *inflight;
     int close_code;
+    int close_sent;       /* the close went to lws: later WRITEABLEs are not ours */
     size_t close_len;
     unsigned char *close_reason;  /* allocated by a close, at most 123 bytes */
     /* Receiving whole messages (protocols with on_message and no raw
@@ -856,9 +857,21 @@ lwspy_txq_drain(struct lws *wsi, struct lwspy_txq *q, int *ret)
         return 1;
     }
     if (close_code) {
-        lws_close_reason(wsi, (enum lws_close_status)close_code, q->close_reason,
-                         q->close_len);
-        *ret = -1;
+        /*
+         * Once only: lws then sends the close frame and waits for the
+         * peer's, and a WRITEABLE asked for earlier may still come meanwhile
+         * (a close() from another thread requests one too). Returning -1
+         * then would make lws drop the connection before the peer answered:
+         * no close frame, or a reset that loses what the peer had not read.
+         */
+        if (!q->close_sent) {
+            q->close_sent = 1;
+            lws_close_reason(wsi, (enum lws_close_status)close_code, q->close_reason,
+                             q->close_len);
+            *ret = -1;
+        } else {
+            *ret = 0;
+        }
         return 1;
     }
     return 0;

@@ -89,7 +89,8 @@ _WRITE_TEXT = lib.LWS_WRITE_TEXT
 _WRITE_BINARY = lib.LWS_WRITE_BINARY
 logger = logging.getLogger("lws")
 NULL = ffi.NULL
-_POLLSET_FAILED = "no memory (or epoll refused) to watch lws' sockets"
+_POLLSET_FAILED = ("native mode could not watch one of lws' sockets (epoll refused it, or "
+                   "no memory): that connection is closed")
 
 Message = str | bytes
 Handler = Callable[["WebSocket"], Awaitable[None]]
@@ -593,13 +594,19 @@ class _Runner:
     def _sync(self) -> None:
         """Native mode: epoll watches what lws wants watched now (C noted it)."""
         ctx = self.ctx
-        ps = ctx._pollset if ctx is not None else None
-        if ps is None:
+        if ctx is None or ctx._pollset is None:
             return
+        ps = ctx._pollset
         if ps.nchanged:
-            lib.lwspy_pollset_apply(ps)
+            lib.lwspy_pollset_apply(ctx._ctx, ps)
         if ps.failed:
-            raise LwsError(_POLLSET_FAILED)
+            self._pollset_failed(ps)
+
+    def _pollset_failed(self, ps: Any) -> None:
+        """C closed the connection of a socket it could not watch: tell the loop."""
+        ps.failed = 0  # reported once per failure
+        self.loop.call_exception_handler({"message": "lws service failed",
+                                          "exception": LwsError(_POLLSET_FAILED)})
 
     def kick(self) -> None:
         """Output was queued from the loop: let lws write it soon, once for a batch.
@@ -639,12 +646,12 @@ class _Runner:
                 ctx._after_service()
                 self._sync()
             if more > 0:
-                if more & 4:
-                    raise LwsError(_POLLSET_FAILED)
                 if more & 2:  # messages came in
                     self._pull()
                 if more & 1:  # lws holds buffered input still: next loop iteration
                     self.kick()
+                if more & 4:
+                    self._pollset_failed(ctx._pollset)
         except BaseException as exc:
             self.loop.call_exception_handler({"message": "lws service failed",
                                               "exception": exc})

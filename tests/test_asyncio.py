@@ -310,6 +310,50 @@ def test_shutdown_leaves_nothing_behind(mode: str, run: Any) -> None:
     assert threading.active_count() <= before
 
 
+def test_a_socket_epoll_refuses_costs_that_connection_only(mode: str, run: Any) -> None:
+    """Native mode: when epoll refuses one of lws' sockets (no memory), that
+    connection is closed and the loop's exception handler hears of it once;
+    open connections and new ones go on. The refusal is injected: the
+    pollset's ``refuse`` counter fails its next epoll add, and the real
+    fallback (epoll's other verb) fails after it. Thread mode has no pollset."""
+    async def main() -> tuple[list[Any], list[str]]:
+        reports: list[Any] = []
+        asyncio.get_running_loop().set_exception_handler(lambda _, c: reports.append(c))
+        echoed: list[str] = []
+        async with la.serve(echo, "127.0.0.1", 0, mode=mode) as server:
+            ps = server.context._pollset
+            if mode == "thread":
+                assert ps is None
+                return reports, echoed
+            url = f"ws://127.0.0.1:{server.port}/"
+            async with ws_connect(url) as a:
+                await a.send("a1")
+                echoed.append(await a.recv())
+                ps.refuse = 1
+                # lws may answer the handshake before the kill lands: either way
+                # the connection ends without a close handshake
+                with pytest.raises((websockets.InvalidMessage, websockets.ConnectionClosedError,
+                                    EOFError, OSError)):
+                    async with ws_connect(url, open_timeout=5) as b:
+                        await b.recv()
+                assert ps.refuse == 0
+                await a.send("a2")
+                echoed.append(await a.recv())
+                async with ws_connect(url) as c:
+                    await c.send("c1")
+                    echoed.append(await c.recv())
+        return reports, echoed
+
+    reports, echoed = run(main())
+    if mode == "thread":
+        assert (reports, echoed) == ([], [])
+        return
+    assert echoed == ["a1", "a2", "c1"]
+    assert len(reports) == 1, reports
+    assert isinstance(reports[0]["exception"], lws.LwsError)
+    assert "could not watch one of lws' sockets" in str(reports[0]["exception"])
+
+
 def test_many_connections_at_once_and_no_fd_left(mode: str, run: Any) -> None:
     """40 connections with 5 messages each in flight at once all get their
     echoes, and after close() no fd is left open. The loop does not watch

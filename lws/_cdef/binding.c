@@ -137,6 +137,7 @@ struct lwspy_pollset {
     unsigned int *wrote;    /* per fd: the service (gen) that found it writable */
     unsigned int *left;     /* per fd: the service that ended with POLLOUT still wanted */
     unsigned int gen;       /* counts native services */
+    int refuse;             /* tests only: fail this many epoll adds (fault injection) */
 };
 
 #define LWSPY_AGAIN_MAX 256
@@ -992,8 +993,22 @@ lwspy_pollset_grow(struct lwspy_pollset *ps, int fd)
     return 0;
 }
 
+/*
+ * A socket native mode cannot watch would never be serviced: its connection
+ * is closed (at lws' next timer round), the others go on, and `failed` tells
+ * the loop to report it.
+ */
 static void
-lwspy_pollset_note(struct lwspy_pollset *ps, const struct lws_pollargs *a, int reason)
+lwspy_pollset_lost(struct lwspy_pollset *ps, struct lws *wsi)
+{
+    ps->failed = 1;
+    if (wsi)  /* the reason is only logged by lws */
+        lws_set_timeout(wsi, PENDING_TIMEOUT_KILLED_BY_PARENT, LWS_TO_KILL_ASYNC);
+}
+
+static void
+lwspy_pollset_note(struct lwspy_pollset *ps, struct lws *wsi, const struct lws_pollargs *a,
+                   int reason)
 {
     int gone = reason == LWS_CALLBACK_DEL_POLL_FD;
     unsigned char ev;
@@ -1001,7 +1016,8 @@ lwspy_pollset_note(struct lwspy_pollset *ps, const struct lws_pollargs *a, int r
     if (a->fd < 0)
         return;
     if (a->fd >= ps->cap && lwspy_pollset_grow(ps, a->fd)) {
-        ps->failed = 1;
+        if (!gone)
+            lwspy_pollset_lost(ps, wsi);
         return;
     }
     ev = gone ? 0 : (unsigned char)(((a->events & LWS_POLLIN) ? 1 : 0) |
@@ -1051,8 +1067,19 @@ lwspy_pollset_open(struct lwspy_pollset *ps)
  * socket is full (others are written without asking, see
  * lwspy_native_serve): epoll watches it drain. If epoll refuses a socket,
  * `failed` is set (the loop reports it). */
+static int
+lwspy_pollset_ctl(struct lwspy_pollset *ps, int op, int fd, struct epoll_event *ev)
+{
+    if (op == EPOLL_CTL_ADD && ps->refuse > 0) {
+        ps->refuse--;
+        errno = ENOMEM;
+        return -1;
+    }
+    return epoll_ctl(ps->epfd, op, fd, ev);
+}
+
 static void
-lwspy_pollset_apply(struct lwspy_pollset *ps)
+lwspy_pollset_apply(struct lws_context *ctx, struct lwspy_pollset *ps)
 {
     struct epoll_event ev;
     int i, fd, op;
@@ -1066,12 +1093,12 @@ lwspy_pollset_apply(struct lwspy_pollset *ps)
         memset(&ev, 0, sizeof(ev));
         ev.events = ((ps->events[fd] & 1) ? EPOLLIN : 0) | ((ps->events[fd] & 2) ? EPOLLOUT : 0);
         ev.data.fd = fd;
-        if (epoll_ctl(ps->epfd, op, fd, &ev) < 0) {
+        if (lwspy_pollset_ctl(ps, op, fd, &ev) < 0) {
             /* an fd number reused behind our back: the other verb */
             if (op != EPOLL_CTL_DEL &&
-                epoll_ctl(ps->epfd, op == EPOLL_CTL_ADD ? EPOLL_CTL_MOD : EPOLL_CTL_ADD,
-                          fd, &ev) < 0)
-                ps->failed = 1;
+                lwspy_pollset_ctl(ps, op == EPOLL_CTL_ADD ? EPOLL_CTL_MOD : EPOLL_CTL_ADD,
+                                  fd, &ev) < 0)
+                lwspy_pollset_lost(ps, wsi_from_fd(ctx, fd));
         }
         ps->watched[fd] = ps->events[fd];
     }
@@ -1195,7 +1222,7 @@ lwspy_native_serve(struct lws_context *ctx, struct lwspy_pollset *ps, int poll)
     for (i = 0; i < 64 && !lws_service_adjust_timeout(ctx, 1, 0); i++)
         if (lws_service_tsi(ctx, -1, 0) < 0)
             return -1;
-    lwspy_pollset_apply(ps);
+    lwspy_pollset_apply(ctx, ps);
     /* More is buffered (a big compressed message takes a round per piece):
      * 1 asks the caller to come back soon rather than wait for the tick. */
     return !lws_service_adjust_timeout(ctx, 1, 0);
@@ -1245,7 +1272,7 @@ lwspy_trampoline(struct lws *wsi, enum lws_callback_reasons reason,
         struct lwspy_ctx *cx = lc ? (struct lwspy_ctx *)lws_context_user(lc) : NULL;
 
         if (cx && cx->pollset)
-            lwspy_pollset_note(cx->pollset, (const struct lws_pollargs *)in, (int)reason);
+            lwspy_pollset_note(cx->pollset, wsi, (const struct lws_pollargs *)in, (int)reason);
     }
     if (pp && (reason == LWS_CALLBACK_SERVER_WRITEABLE ||
                reason == LWS_CALLBACK_CLIENT_WRITEABLE)) {

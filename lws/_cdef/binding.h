@@ -21,7 +21,7 @@ lws_callback_function *lwspy_trampoline_ptr(void);
 int lwspy_run(struct lws_context *ctx, int *attention);
 int lwspy_native_service(struct lws_context *ctx, struct lwspy_pollset *ps, int poll);
 int lwspy_pollset_open(struct lwspy_pollset *ps);
-void lwspy_pollset_apply(struct lwspy_pollset *ps);
+void lwspy_pollset_apply(struct lws_context *ctx, struct lwspy_pollset *ps);
 void lwspy_pollset_free(struct lwspy_pollset *ps);
 extern unsigned long long lwspy_count_writeable;
 int lwspy_sigwake_start(struct lwspy_sigwake *w, struct lws_context *ctx, int *attention);

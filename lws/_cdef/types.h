@@ -151,6 +151,7 @@ struct lwspy_sigwake {
 struct lwspy_pollset {
     int nchanged;       /* sockets noted since the last lwspy_pollset_apply */
     int failed;         /* no memory (or epoll refused) to track a socket */
+    int refuse;         /* tests only: fail this many epoll adds (fault injection) */
     ...;
 };
 

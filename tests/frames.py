@@ -31,6 +31,17 @@ def upgrade_request(protocol: str | None = None) -> bytes:
             f"Sec-WebSocket-Version: 13\r\n{extra}\r\n").encode()
 
 
+def read_upgrade_response(sock: socket.socket) -> bytes:
+    """The server's answer to :func:`upgrade_request`, up to its blank line."""
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(1)
+        if not chunk:
+            raise ConnectionError("the server closed the connection")
+        head += chunk
+    return head
+
+
 def read_frame(sock: socket.socket) -> tuple[int, bytes]:
     """(first byte, payload) of one unmasked server frame, from a blocking socket."""
     def exactly(n: int) -> bytes:

@@ -7,7 +7,7 @@ import threading
 import time
 from typing import Any
 
-from frames import masked_frame, read_frame, upgrade_request
+from frames import masked_frame, read_frame, read_upgrade_response, upgrade_request
 from websockets.sync.client import connect as ws_connect
 
 import lws
@@ -163,10 +163,7 @@ def test_messages_cut_across_reads_or_sharing_one_on_several_sockets() -> None:
         try:
             for s in socks:
                 s.sendall(upgrade_request())
-                head = b""
-                while b"\r\n\r\n" not in head:
-                    head += s.recv(1)
-                assert b" 101 " in head
+                assert b" 101 " in read_upgrade_response(s)
             frames = [masked_frame(2, m) for m in late]
             for a, b in ((0, 3000), (3000, 9000), (9000, None)):  # three pieces, late
                 for s, f in zip(socks, frames, strict=True):
@@ -246,10 +243,7 @@ def test_a_writeable_after_the_close_frame_waits_for_the_peers_close() -> None:
     with lws.Context([Closer()], port=0, host="127.0.0.1") as ctx, serving(ctx):
         with socket.create_connection(("127.0.0.1", ctx.port), timeout=5) as sock:
             sock.sendall(upgrade_request("closer"))
-            head = b""
-            while b"\r\n\r\n" not in head:
-                head += sock.recv(1)
-            assert head.startswith(b"HTTP/1.1 101")
+            assert read_upgrade_response(sock).startswith(b"HTTP/1.1 101")
             sock.sendall(masked_frame(0x1, b"close please"))
             first, payload = read_frame(sock)
             assert (first, payload) == (0x88, (4000).to_bytes(2, "big") + b"bye")
@@ -267,6 +261,7 @@ def test_a_writeable_after_the_close_frame_waits_for_the_peers_close() -> None:
             assert sock.recv(1) == b""  # our close answered the server's: lws ends TCP
         _wait(lambda: bool(closed))
     assert len(closed) == 1
+
 
 def test_bad_send_and_close_arguments() -> None:
     errors: list[Exception] = []

@@ -1062,11 +1062,7 @@ lwspy_pollset_open(struct lwspy_pollset *ps)
     return ps->epfd;
 }
 
-/* Gives epoll what lws wants watched now, for the sockets noted since the
- * last call. POLLOUT is still wanted at the end of a service only where the
- * socket is full (others are written without asking, see
- * lwspy_native_serve): epoll watches it drain. If epoll refuses a socket,
- * `failed` is set (the loop reports it). */
+/* epoll_ctl(), or the failure a test asked for with `refuse`. */
 static int
 lwspy_pollset_ctl(struct lwspy_pollset *ps, int op, int fd, struct epoll_event *ev)
 {
@@ -1078,6 +1074,11 @@ lwspy_pollset_ctl(struct lwspy_pollset *ps, int op, int fd, struct epoll_event *
     return epoll_ctl(ps->epfd, op, fd, ev);
 }
 
+/* Gives epoll what lws wants watched now, for the sockets noted since the
+ * last call. POLLOUT is still wanted at the end of a service only where the
+ * socket is full (others are written without asking, see
+ * lwspy_native_serve): epoll watches it drain. A socket epoll refuses is
+ * lost (lwspy_pollset_lost). */
 static void
 lwspy_pollset_apply(struct lws_context *ctx, struct lwspy_pollset *ps)
 {

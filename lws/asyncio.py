@@ -664,25 +664,18 @@ class _Runner:
         taken = fast_bridge_take(self._bridge_addr)
         if taken is None:
             return
-        blob, meta = taken  # per message in meta: connection id, length, binary
         by_id = self._by_id
         woke = self.mode != "native"
-        end = 0
-        for i in range(0, len(meta), 3):
-            start = end
-            end += meta[i + 1]
-            ws = by_id.get(meta[i])
+        for i in range(0, len(taken), 2):  # connection id, message
+            ws = by_id.get(taken[i])
             if ws is None:
                 continue
-            message: Message = blob[start:end]  # blob itself when it is the only one
-            if not meta[i + 2]:
-                try:
-                    message = message.decode("utf-8")  # type: ignore[union-attr]
-                except UnicodeDecodeError:  # lws validates UTF-8: not expected
-                    ws._consumed()
-                    with contextlib.suppress(ConnectionClosed):
-                        ws.connection.close(1007, "invalid UTF-8")
-                    continue
+            message: Message | None = taken[i + 1]
+            if message is None:  # text, not UTF-8 (lws validates it: not expected)
+                ws._consumed()
+                with contextlib.suppress(ConnectionClosed):
+                    ws.connection.close(1007, "invalid UTF-8")
+                continue
             ws._messages.append(message)
             getter = ws._getter
             if getter is not None and not getter.done():

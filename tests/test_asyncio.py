@@ -91,6 +91,17 @@ async def _read_server_frame(reader: asyncio.StreamReader) -> bytes:
     return await reader.readexactly(n)
 
 
+async def _raw_upgrade(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A bare TCP client that has done the WebSocket upgrade and frames by hand."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write((f"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                  f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                  f"Sec-WebSocket-Version: 13\r\n\r\n").encode())
+    assert b" 101 " in await reader.readuntil(b"\r\n\r\n")
+    return reader, writer
+
+
 @pytest.mark.parametrize("read_size", [4096, la.DEFAULT_READ_SIZE, 65536])
 def test_messages_that_arrive_in_pieces_or_together(mode: str, run: Any, read_size: int) -> None:
     """lws reads read_size at a time (16 KiB by default): a message cut across
@@ -98,12 +109,7 @@ def test_messages_that_arrive_in_pieces_or_together(mode: str, run: Any, read_si
     rest is late) and several in one write all come back whole and in order."""
     async def main() -> list[bytes]:
         async with la.serve(echo, "127.0.0.1", 0, mode=mode, read_size=read_size) as server:
-            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-            key = base64.b64encode(os.urandom(16)).decode()
-            writer.write((f"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-                          f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                          f"Sec-WebSocket-Version: 13\r\n\r\n").encode())
-            assert b" 101 " in await reader.readuntil(b"\r\n\r\n")
+            reader, writer = await _raw_upgrade(server.port)
             late = masked_frame(2, bytes(range(256)) * 40)           # 10,240 bytes
             for cut in (3000, 9000):                               # three pieces, late
                 writer.write(late[:cut] if cut == 3000 else late[3000:cut])
@@ -118,6 +124,36 @@ def test_messages_that_arrive_in_pieces_or_together(mode: str, run: Any, read_si
         return got
 
     assert run(main()) == [bytes(range(256)) * 40, b"a" * 9000, b"b" * 5, b"c" * 20000]
+
+
+def test_text_and_binary_messages_of_one_read_keep_their_types(mode: str, run: Any) -> None:
+    """Messages that arrive together reach the loop as one batch, each as its
+    own object: str for text (empty or not), bytes for binary."""
+    sent = ["é" * 3, b"\x00\xff", "", b"", "z" * 9000, b"y" * 9000]
+
+    async def main() -> list[Any]:
+        got: list[Any] = []
+        done = asyncio.Event()
+
+        async def collect(ws: Any) -> None:
+            async for message in ws:
+                got.append(message)
+                if len(got) == len(sent):
+                    done.set()
+
+        async with la.serve(collect, "127.0.0.1", 0, mode=mode) as server:
+            _reader, writer = await _raw_upgrade(server.port)
+            writer.write(b"".join(
+                masked_frame(1, m.encode()) if isinstance(m, str) else masked_frame(2, m)
+                for m in sent))
+            await writer.drain()
+            await asyncio.wait_for(done.wait(), 5)
+            writer.close()
+        return got
+
+    got = run(main())
+    assert got == sent
+    assert [type(m) for m in got] == [type(m) for m in sent]
 
 
 def test_read_size_is_checked() -> None:

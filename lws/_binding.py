@@ -33,6 +33,7 @@ if lib.lwspy_fastcall_install() != 0:  # pragma: no cover - out of memory at imp
 _module = importlib.import_module("._lws", __package__)
 fast_native_service: Any = _module.fast_native_service
 fast_send: Any = _module.fast_send
+fast_write_now: Any = _module.fast_write_now
 fast_bridge_take: Any = _module.fast_bridge_take
 fast_bridge_consumed: Any = _module.fast_bridge_consumed
 

@@ -64,6 +64,7 @@ from ._binding import (
     fast_bridge_take,
     fast_native_service,
     fast_send,
+    fast_write_now,
     features,
     ffi,
     lib,
@@ -333,6 +334,11 @@ class WebSocket:
             queued = fast_send(self._txq_addr, conn._key, payload, flags, conn._limit)
             if queued >= 0:
                 runner = self._runner
+                if runner._solo is self:
+                    # One message in flight: write the reply now rather than
+                    # in the service behind this task (see _pull).
+                    runner._solo = None
+                    fast_write_now(*runner._service_args, conn._key)
                 if not runner._kicked:
                     runner.kick()
                 if queued > self._write_limit:
@@ -475,6 +481,7 @@ class _Runner:
         # sockets by connection id.
         self._bridge: Any = None
         self._bridge_addr = 0
+        self._solo: WebSocket | None = None
         self._service_args = (0, 0)  # native mode: the context's and pollset's addresses
         self._by_id: dict[int, WebSocket] = {}
         self.pending_requests: dict[Connection, Request] = {}
@@ -665,6 +672,11 @@ class _Runner:
         if taken is None:
             return
         by_id = self._by_id
+        # Native mode, a batch of one message: its handler's first send writes
+        # at once (lws_service_fd, POLLOUT). Replying sooner is what one
+        # message in flight is waiting for; bigger batches keep the single
+        # write round after their handlers, which costs less per message.
+        self._solo = by_id.get(taken[0]) if len(taken) == 2 and self.mode == "native" else None
         woke = self.mode != "native"
         for i in range(0, len(taken), 2):  # connection id, message
             ws = by_id.get(taken[i])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import socket
 import struct
 import threading
 from collections.abc import Callable, Coroutine
@@ -16,7 +17,7 @@ import pytest
 import trustme
 import uvloop
 import websockets
-from frames import masked_frame
+from frames import masked_frame, read_frame, read_upgrade_response, upgrade_request
 from websockets.asyncio.client import connect as ws_connect
 from websockets.asyncio.server import serve as ws_serve
 
@@ -227,6 +228,44 @@ def test_async_for_ends_cleanly_and_max_size_closes_1009(mode: str, run: Any) ->
         return got, info.value.code
 
     assert run(main()) == (["one"], 1009)
+
+
+def test_one_message_in_flight_is_answered_inside_send(mode: str, run: Any) -> None:
+    """Native mode writes the reply to a lone message inside ``send()``: it
+    reaches the peer while the handler still holds the loop. (Thread mode
+    hands it to the service thread, which may or may not write it before
+    the loop is free again: only the end result is checked there.) The peer
+    is a blocking socket on a thread of its own."""
+    replied = threading.Event()
+    seen: list[bool] = []
+
+    def peer(port: int) -> None:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(upgrade_request())
+            read_upgrade_response(sock)
+            sock.sendall(masked_frame(2, b"lone"))
+            if read_frame(sock)[1] == b"lone":
+                replied.set()
+
+    async def handler(ws: Any) -> None:
+        async for message in ws:
+            await ws.send(message)
+            # the loop is held here: only a write made inside send() gets out
+            seen.append(replied.wait(5 if mode == "native" else 0.05))
+
+    async def main() -> None:
+        async with la.serve(handler, "127.0.0.1", 0, mode=mode) as server:
+            thread = threading.Thread(target=peer, args=(server.port,))
+            thread.start()
+            while thread.is_alive():
+                await asyncio.sleep(0.01)
+            thread.join()
+
+    run(main())
+    assert replied.is_set()  # in both modes, in the end
+    assert len(seen) == 1
+    if mode == "native":
+        assert seen == [True]
 
 
 def test_send_waits_while_the_peer_does_not_read(mode: str, run: Any) -> None:

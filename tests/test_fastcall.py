@@ -18,6 +18,7 @@ from lws._binding import (
     fast_bridge_take,
     fast_native_service,
     fast_send,
+    fast_write_now,
     ffi,
     lib,
 )
@@ -61,6 +62,8 @@ def test_send_past_the_limit_and_after_kill(txq: Any) -> None:
     (lambda q: fast_bridge_consumed(0), ValueError),
     (lambda q: fast_native_service(0, 0, 1), ValueError),
     (lambda q: fast_native_service(1, 2), TypeError),
+    (lambda q: fast_write_now(0, 0, 0), ValueError),
+    (lambda q: fast_write_now(1, 2), TypeError),
 ])
 def test_bad_arguments_raise(txq: Any, call: Any, error: type[Exception]) -> None:
     with pytest.raises(error):

@@ -138,6 +138,7 @@ struct lwspy_pollset {
     unsigned int *left;     /* per fd: the service that ended with POLLOUT still wanted */
     unsigned int gen;       /* counts native services */
     int refuse;             /* tests only: fail this many epoll adds (fault injection) */
+    int serving;            /* inside lwspy_native_serve: no write_now */
 };
 
 #define LWSPY_AGAIN_MAX 256
@@ -1229,13 +1230,39 @@ lwspy_native_serve(struct lws_context *ctx, struct lwspy_pollset *ps, int poll)
     return !lws_service_adjust_timeout(ctx, 1, 0);
 }
 
+/* Native mode: write what wsi has queued now, from the loop, outside any
+ * service (one message in flight: the reply leaves before the loop's next
+ * round). Not if lws does not want POLLOUT for it or the last service left
+ * it full (epoll watches that one drain). 1 if serviced, 0 if not, -1 if
+ * lws failed. */
+static int
+lwspy_native_write_now(struct lws_context *ctx, struct lwspy_pollset *ps, struct lws *wsi)
+{
+    struct lws_pollfd p;
+    int fd;
+
+    if (ps->serving || !wsi)
+        return 0;
+    fd = lws_get_socket_fd(wsi);
+    if (fd < 0 || fd >= ps->cap || !(ps->events[fd] & 2) || ps->left[fd] == ps->gen)
+        return 0;
+    p.fd = fd;
+    p.events = (short)(((ps->events[fd] & 1) ? LWS_POLLIN : 0) | LWS_POLLOUT);
+    p.revents = LWS_POLLOUT;
+    return lws_service_fd(ctx, &p) < 0 ? -1 : 1;
+}
+
 /* The above, plus 2 if messages wait in the bridge (lwspy_bridge_take),
  * plus 4 if the pollset failed (no memory, or epoll refused an fd). */
 static int
 lwspy_native_service(struct lws_context *ctx, struct lwspy_pollset *ps, int poll)
 {
     struct lwspy_ctx *cx = (struct lwspy_ctx *)lws_context_user(ctx);
-    int n = lwspy_native_serve(ctx, ps, poll);
+    int n;
+
+    ps->serving = 1;
+    n = lwspy_native_serve(ctx, ps, poll);
+    ps->serving = 0;
 
     if (n >= 0 && cx && cx->bridge && cx->bridge->in.count)
         n |= 2;

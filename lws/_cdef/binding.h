@@ -68,7 +68,7 @@ void lwspy_bridge_consumed(struct lwspy_txq *q);
 void lwspy_bridge_defer(struct lwspy_bridge *b);
 void lwspy_bridge_flush(struct lwspy_bridge *b);
 
-/* fastcall.c: puts native_service, send, bridge_take and bridge_consumed on
+/* fastcall.c: puts native_service, send, write_now, bridge_take and bridge_consumed on
  * lws._lws as fast_* CPython functions that keep the GIL; 0 on success. */
 int lwspy_fastcall_install(void);
 extern "Python" void _lwspy_log(int level, const char *line);

@@ -3,8 +3,8 @@
  *
  * cffi's wrapper of a C function releases and retakes the GIL around every
  * call and converts each argument through the ctype: about 600 instructions
- * per call, where these functions themselves take a few hundred. The four
- * calls Python makes per message or per service round are also exposed as
+ * per call, where these functions themselves take a few hundred. The calls
+ * Python makes per message or per service round are also exposed as
  * plain CPython functions that keep the GIL. That is safe because none of
  * them blocks: their mutex sections are short and never call Python, and
  * the service epoll_wait()s with a timeout of 0. lws may call Python from
@@ -50,6 +50,24 @@ lwspy_fast_native_service(PyObject *self, PyObject *args)
         return PyErr_Format(PyExc_ValueError, "native_service: NULL pointer");
     return PyLong_FromLong(lwspy_native_service((struct lws_context *)ctx,
                                                 (struct lwspy_pollset *)ps, (int)poll));
+}
+
+/* write_now(ctx, pollset, wsi) -> int, as lwspy_native_write_now */
+static PyObject *
+lwspy_fast_write_now(PyObject *self, PyObject *args)
+{
+    void *ctx, *ps, *wsi;
+
+    (void)self;
+    if (!lwspy_fast_nargs(args, 3, "write_now") ||
+        !lwspy_fast_arg_ptr(args, 0, &ctx) || !lwspy_fast_arg_ptr(args, 1, &ps) ||
+        !lwspy_fast_arg_ptr(args, 2, &wsi))
+        return NULL;
+    if (!ctx || !ps)
+        return PyErr_Format(PyExc_ValueError, "write_now: NULL pointer");
+    return PyLong_FromLong(lwspy_native_write_now((struct lws_context *)ctx,
+                                                  (struct lwspy_pollset *)ps,
+                                                  (struct lws *)wsi));
 }
 
 /* send(txq, wsi or 0, payload: bytes, flags, limit) -> int, as lwspy_send */
@@ -150,6 +168,7 @@ lwspy_fast_bridge_consumed(PyObject *self, PyObject *arg)
 static PyMethodDef lwspy_fast_methods[] = {
     {"native_service", lwspy_fast_native_service, METH_VARARGS, NULL},
     {"send", lwspy_fast_send, METH_VARARGS, NULL},
+    {"write_now", lwspy_fast_write_now, METH_VARARGS, NULL},
     {"bridge_take", lwspy_fast_bridge_take, METH_O, NULL},
     {"bridge_consumed", lwspy_fast_bridge_consumed, METH_O, NULL},
     {NULL, NULL, 0, NULL},

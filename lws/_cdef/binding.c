@@ -496,15 +496,17 @@ lwspy_bridge_message(struct lws *wsi, struct lwspy_txq *q, const unsigned char *
         t->meta = grown;
         t->meta_cap = cap;
     }
-    if (!t->len && len > LWSPY_BIG_RX && data == q->rx) {
-        /* A big message joined in q->rx that starts the batch: the batch
-         * takes that buffer rather than a copy of it (the connection
-         * allocates anew for its next big message anyway). */
-        free(t->data);
+    if (!t->len && data == q->rx) {
+        /* A message joined in q->rx that starts the batch: the batch and
+         * the connection swap buffers rather than copy it (the batch's old
+         * one takes the connection's next joined message). */
+        char *old = t->data;
+        size_t old_cap = t->cap;
+
         t->data = (char *)q->rx;
         t->cap = q->rx_cap;
-        q->rx = NULL;
-        q->rx_cap = 0;
+        q->rx = (unsigned char *)old;
+        q->rx_cap = old_cap;
     } else {
         if (t->len + len > t->cap) {
             size_t cap = t->cap ? t->cap : 4096;

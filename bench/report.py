@@ -118,26 +118,28 @@ def write(summary: dict[str, Any], out: pathlib.Path) -> None:
     add("## Ratios (computed within each run)")
     add("")
     add("Throughput of the binding divided by C lws on the same lws version, and by each "
-        "peer: median (min–max) over the runs. Above 1 = the binding is faster.")
+        "peer: median (min–max) over the runs. Above 1 = the binding is faster. One "
+        "table per lws version (the asyncio API runs in thread mode on 4.1.6, in native "
+        "mode on 4.3.5).")
     add("")
-    cols: list[str] = []
-    for key in keys:
-        name = key.split(" ")[0]
-        if name in ("lws", "lws-asyncio"):
-            version = key.split(" ")[1]
-            cols.append(f"{key} / c-lws {version}")
-    for key in keys:
-        if key.split(" ")[0] in ("lws", "lws-asyncio") and key.endswith(primary):
-            cols += [f"{key} / {p}" for p in ("picows", "websockets", "aiohttp") if p in keys]
-    header = [c.replace("c-lws", "C lws") for c in cols]
-    add("| mode, size | " + " | ".join(header) + " |")
-    add("|---|" + "---|" * len(cols))
-    for mode in ("latency", "inflight16", "conns100"):
-        for s in summary["ratios"].get(mode, {}):
-            r = summary["ratios"][mode][s]
-            add(f"| {SHORT[mode]}, {size_label(s)} | "
-                + " | ".join(cell_ratio(r[c]) if c in r else "–" for c in cols) + " |")
-    add("")
+    bindings = [k for k in keys if k.split(" ")[0] in ("lws", "lws-asyncio")]
+    versions = list(dict.fromkeys(k.split(" ")[1] for k in bindings))
+    for version in versions:
+        mine = [k for k in bindings if k.split(" ")[1] == version]
+        cols = [f"{k} / c-lws {version}" for k in mine]
+        cols += [f"{k} / {p}" for k in mine for p in ("picows", "websockets", "aiohttp")
+                 if p in keys]
+        header = [c.replace("c-lws", "C lws") for c in cols]
+        add(f"### lws {version}")
+        add("")
+        add("| mode, size | " + " | ".join(header) + " |")
+        add("|---|" + "---|" * len(cols))
+        for mode in ("latency", "inflight16", "conns100"):
+            for s in summary["ratios"].get(mode, {}):
+                r = summary["ratios"][mode][s]
+                add(f"| {SHORT[mode]}, {size_label(s)} | "
+                    + " | ".join(cell_ratio(r[c]) if c in r else "–" for c in cols) + " |")
+        add("")
 
     add("## Server CPU per message (µs; utime+stime of the server process over the window)")
     add("")

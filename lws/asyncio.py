@@ -352,7 +352,13 @@ class WebSocket:
             except ConnectionClosed:
                 await asyncio.shield(self._closed)
                 raise self._closed_error() from None
-            self._runner.kick()
+            runner = self._runner
+            if runner._solo is self:
+                # Thread mode, one message in flight: hand the reply to the
+                # service thread now, not after this task's step (see _pull).
+                runner._solo = None
+                lib.lwspy_bridge_flush(runner._bridge)
+            runner.kick()
             if queued > self._write_limit:
                 await self._wait_drained()
             return
@@ -672,11 +678,12 @@ class _Runner:
         if taken is None:
             return
         by_id = self._by_id
-        # Native mode, a batch of one message: its handler's first send writes
-        # at once (lws_service_fd, POLLOUT). Replying sooner is what one
-        # message in flight is waiting for; bigger batches keep the single
-        # write round after their handlers, which costs less per message.
-        self._solo = by_id.get(taken[0]) if len(taken) == 2 and self.mode == "native" else None
+        # A batch of one message: its handler's first send writes at once
+        # (native mode: lws_service_fd, POLLOUT; thread mode: the service
+        # thread is woken for it then). Replying sooner is what one message in
+        # flight is waiting for; bigger batches keep the single write round
+        # (one wake-up) after their handlers, which costs less per message.
+        self._solo = by_id.get(taken[0]) if len(taken) == 2 else None
         woke = self.mode != "native"
         for i in range(0, len(taken), 2):  # connection id, message
             ws = by_id.get(taken[i])

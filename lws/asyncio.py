@@ -353,7 +353,7 @@ class WebSocket:
                 await asyncio.shield(self._closed)
                 raise self._closed_error() from None
             runner = self._runner
-            if runner._solo is self:
+            if runner._solo is self and not self._native:
                 # Thread mode, one message in flight: hand the reply to the
                 # service thread now, not after this task's step (see _pull).
                 runner._solo = None

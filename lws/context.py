@@ -795,6 +795,7 @@ class Context:
                 self._lws_thread.ident = None
                 _eventpipe.close_leftover(self._event_pipe)
                 self._event_pipe = -1
+                lib.lwspy_pool_drop()
         self._ctx = NULL
         self._closed = True
         for conn in list(self._conns.values()):

@@ -23,6 +23,7 @@ struct lwspy_msg {
     struct lwspy_msg *next;
     size_t len;
     size_t off;           /* bytes already written, for messages sent in slices */
+    size_t size;          /* of the whole block (lwspy_big_free) */
     int flags;
     unsigned char data[]; /* LWS_PRE bytes of headroom, then the payload */
 };
@@ -98,6 +99,97 @@ struct lwspy_rxbatch {
 /* A joined message bigger than this has its buffer freed after delivery
  * (lwspy_rx_message), or handed to the batch whole (lwspy_bridge_message). */
 #define LWSPY_BIG_RX 65536
+
+/*
+ * Blocks of LWSPY_POOL_MIN and up (large messages being joined, handed to
+ * the loop or sent) go back to a small pool when freed, for the next large
+ * message, instead of to malloc: glibc maps such blocks afresh, or trims
+ * them back to the kernel, and every page of the next one then faults in
+ * again, about 250 faults per 1 MiB message (a third of the server's CPU in
+ * an echo). The pool is the process', and lwspy_pool_drop() empties it
+ * when a context is destroyed.
+ */
+#define LWSPY_POOL_MIN (128 * 1024)
+#define LWSPY_POOL_MAX (4 * 1024 * 1024)
+#define LWSPY_POOL_SLOTS 4
+
+static pthread_mutex_t lwspy_pool_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+    void *block;
+    size_t size;
+} lwspy_pool[LWSPY_POOL_SLOTS];
+
+/* At least size bytes (*got: how many), from the pool if it has a block that
+ * big (the smallest such), else from malloc. NULL when out of memory. */
+static void *
+lwspy_big_alloc(size_t size, size_t *got)
+{
+    void *block = NULL;
+    int i, best = -1;
+
+    if (size >= LWSPY_POOL_MIN) {
+        pthread_mutex_lock(&lwspy_pool_mu);
+        for (i = 0; i < LWSPY_POOL_SLOTS; i++)
+            if (lwspy_pool[i].block && lwspy_pool[i].size >= size &&
+                (best < 0 || lwspy_pool[i].size < lwspy_pool[best].size))
+                best = i;
+        if (best >= 0) {
+            block = lwspy_pool[best].block;
+            size = lwspy_pool[best].size;
+            lwspy_pool[best].block = NULL;
+        }
+        pthread_mutex_unlock(&lwspy_pool_mu);
+    }
+    if (!block)
+        block = malloc(size);
+    *got = size;
+    return block;
+}
+
+/* Frees a block of size bytes (from malloc or lwspy_big_alloc): into the
+ * pool if it is big enough for it and not too big, in an empty slot or in
+ * place of a smaller block. */
+static void
+lwspy_big_free(void *block, size_t size)
+{
+    int i, slot = -1;
+
+    if (block && size >= LWSPY_POOL_MIN && size <= LWSPY_POOL_MAX) {
+        pthread_mutex_lock(&lwspy_pool_mu);
+        for (i = 0; i < LWSPY_POOL_SLOTS; i++)
+            if (!lwspy_pool[i].block) {
+                slot = i;
+                break;
+            } else if (lwspy_pool[i].size < size &&
+                       (slot < 0 || lwspy_pool[i].size < lwspy_pool[slot].size)) {
+                slot = i;
+            }
+        if (slot >= 0) {
+            void *old = lwspy_pool[slot].block;
+            size_t old_size = lwspy_pool[slot].size;
+
+            lwspy_pool[slot].block = block;
+            lwspy_pool[slot].size = size;
+            block = old;
+            size = old_size;
+        }
+        pthread_mutex_unlock(&lwspy_pool_mu);
+    }
+    free(block);
+}
+
+void
+lwspy_pool_drop(void)
+{
+    int i;
+
+    pthread_mutex_lock(&lwspy_pool_mu);
+    for (i = 0; i < LWSPY_POOL_SLOTS; i++) {
+        free(lwspy_pool[i].block);
+        lwspy_pool[i].block = NULL;
+    }
+    pthread_mutex_unlock(&lwspy_pool_mu);
+}
 
 struct lwspy_bridge {
     pthread_mutex_t mu;
@@ -348,7 +440,7 @@ lwspy_bridge_init(struct lwspy_bridge *b, struct lws_context *ctx, int wake)
 static void
 lwspy_rxbatch_free(struct lwspy_rxbatch *t)
 {
-    free(t->data);
+    lwspy_big_free(t->data, t->cap);
     free(t->meta);
     memset(t, 0, sizeof(*t));
 }
@@ -583,7 +675,7 @@ lwspy_bridge_take(struct lwspy_bridge *b)
     b->taken = b->in;
     /* the old batch's memory takes the next messages, unless it is big */
     if (done.cap > LWSPY_BATCH_KEEP) {
-        free(done.data);
+        lwspy_big_free(done.data, done.cap);
         done.data = NULL;
         done.cap = 0;
     }
@@ -638,12 +730,30 @@ lwspy_bridge_detach(struct lwspy_txq *q)
     pthread_mutex_unlock(&b->mu);
 }
 
+static struct lwspy_msg *
+lwspy_msg_new(size_t len)
+{
+    size_t got;
+    struct lwspy_msg *m = lwspy_big_alloc(sizeof(*m) + LWS_PRE + len, &got);
+
+    if (m)
+        m->size = got;
+    return m;
+}
+
+static void
+lwspy_msg_free(struct lwspy_msg *m)
+{
+    if (m)
+        lwspy_big_free(m, m->size);
+}
+
 /* Returns the new queued size, -1 if it would pass limit, -2 if dead. */
 static long long
 lwspy_txq_push(struct lwspy_txq *q, const unsigned char *payload, size_t len,
                int flags, size_t limit)
 {
-    struct lwspy_msg *m = malloc(sizeof(*m) + LWS_PRE + len);
+    struct lwspy_msg *m = lwspy_msg_new(len);
     long long ret;
 
     if (!m)
@@ -670,7 +780,7 @@ lwspy_txq_push(struct lwspy_txq *q, const unsigned char *payload, size_t len,
         ret = (long long)q->queued;
     }
     pthread_mutex_unlock(&q->mu);
-    free(m);
+    lwspy_msg_free(m);
     return ret;
 }
 
@@ -727,7 +837,7 @@ lwspy_txq_kill(struct lwspy_txq *q)
     if (q->bridge)
         lwspy_bridge_detach(q);
     pthread_mutex_lock(&q->mu);
-    free(q->inflight);
+    lwspy_msg_free(q->inflight);
     q->inflight = NULL;
     free(q->close_reason);
     q->close_reason = NULL;
@@ -738,13 +848,13 @@ lwspy_txq_kill(struct lwspy_txq *q)
     q->dead = 1;
     q->handle = NULL;
     pthread_mutex_unlock(&q->mu);
-    free(q->rx);
+    lwspy_big_free(q->rx, q->rx_cap);
     q->rx = NULL;
     q->rx_len = q->rx_cap = 0;
     q->rx_active = 0;
     for (; m; m = next) {
         next = m->next;
-        free(m);
+        lwspy_msg_free(m);
     }
 }
 
@@ -761,7 +871,7 @@ lwspy_txq_drain(struct lws *wsi, struct lwspy_txq *q, int *ret)
     int more, close_code, turn;
 
     /* A WRITEABLE for us: lws is done with the previous message's bytes. */
-    free(q->inflight);
+    lwspy_msg_free(q->inflight);
     q->inflight = NULL;
 
     pthread_mutex_lock(&q->mu);
@@ -808,7 +918,7 @@ lwspy_txq_drain(struct lws *wsi, struct lwspy_txq *q, int *ret)
         (m->flags & LWS_WRITE_NO_FIN)) {
         /* An empty middle fragment carries nothing; with permessage-deflate
          * lws would emit a broken frame sequence for it, so skip it. */
-        free(m);
+        lwspy_msg_free(m);
         if (more || close_code || turn)
             lwspy_writable_again(wsi);
         *ret = 0;
@@ -831,7 +941,7 @@ lwspy_txq_drain(struct lws *wsi, struct lwspy_txq *q, int *ret)
             lws_get_random(lws_get_context(wsi), &fr[LWS_PRE + 2], 4);
             flen = 6;
         }
-        free(m);
+        lwspy_msg_free(m);
         if (lws_write(wsi, &fr[LWS_PRE], flen, LWS_WRITE_HTTP) < (int)flen) {
             *ret = -1;
             return 1;
@@ -920,7 +1030,15 @@ lwspy_rx_message(struct lws *wsi, struct lwspy_proto *pp, struct lwspy_txq *q,
                 cap *= 2;
             if (need > 65536 && cap > need && !q->rx_len)
                 cap = need; /* a big single frame: exactly its size */
-            grown = realloc(q->rx, cap);
+            if (cap >= LWSPY_POOL_MIN) {
+                grown = lwspy_big_alloc(cap, &cap);
+                if (grown && q->rx_len)
+                    memcpy(grown, q->rx, q->rx_len);
+                if (grown)
+                    lwspy_big_free(q->rx, q->rx_cap);
+            } else {
+                grown = realloc(q->rx, cap);
+            }
             if (!grown) {
                 lwsl_err("lws binding: no memory for a %zu-byte message\n", q->rx_len + len);
                 return -1;
@@ -952,7 +1070,7 @@ lwspy_rx_message(struct lws *wsi, struct lwspy_proto *pp, struct lwspy_txq *q,
     }
     if (q->rx && q->rx_cap > LWSPY_BIG_RX && !q->rx_active) {
         /* do not keep a big message's buffer for the connection's life */
-        free(q->rx);
+        lwspy_big_free(q->rx, q->rx_cap);
         q->rx = NULL;
         q->rx_cap = 0;
     }

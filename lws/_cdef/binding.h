@@ -57,6 +57,7 @@ long long lwspy_send(struct lwspy_txq *q, struct lws *wsi, const unsigned char *
                      size_t len, int flags, size_t limit);
 int lwspy_txq_close(struct lwspy_txq *q, int code, const unsigned char *reason, size_t len);
 void lwspy_txq_kill(struct lwspy_txq *q);
+void lwspy_pool_drop(void);
 
 /* lws.asyncio's hand-offs (both modes): see struct lwspy_bridge. */
 int lwspy_bridge_init(struct lwspy_bridge *b, struct lws_context *ctx, int wake);

@@ -347,6 +347,7 @@ class Connection:
                 # The user's WRITEABLE handler gets a turn when the queue empties.
                 self._txq.give_turn = 1 if proto._wants_writeable else 0
                 self._txq.slice = proto._slice
+                self._txq.own_headers = 0 if self._txq.client else proto._own_headers
             if self._external is None:
                 self._open_bracket(user)
             self._http = None

@@ -120,6 +120,8 @@ class Protocol:
     _messages_in_c: ClassVar[bool] = False
     _serves_http: ClassVar[bool] = False
     _wants_writeable: ClassVar[bool] = False
+    # Write frames of 32 KiB and up header first (lwspy_write_split); lws.asyncio's.
+    _header_first: ClassVar[bool] = False
     _streams_body: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -204,6 +206,7 @@ class Protocol:
     _vhost: Vhost | None = None
     _index: int = -1
     _slice: int = 0  # the fragment size of large messages (Vhost._slice)
+    _own_headers: int = 0  # _header_first, on a vhost without permessage-deflate
     _live: dict[int, Connection]
     _lws_entry: Any = None  # this protocol's struct lws_protocols entry
 

@@ -192,6 +192,7 @@ class Vhost:
             arr[i].rx_buffer_size = p.rx_buffer_size
             arr[i].tx_packet_size = self._tx_packet(p)
             p._slice = self._slice(p, arr[i].tx_packet_size)
+            p._own_headers = 1 if p._header_first and not self.permessage_deflate else 0
             arr[i].id = p.id
             extra[i].index = index
             extra[i].messages = 1 if type(p)._messages_in_c else 0

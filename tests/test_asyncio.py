@@ -10,6 +10,7 @@ import resource
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -231,6 +232,17 @@ def test_async_for_ends_cleanly_and_max_size_closes_1009(mode: str, run: Any) ->
     assert run(main()) == (["one"], 1009)
 
 
+async def _serve_to_peer(peer: Callable[[int], None], handler: Any, mode: str,
+                         **options: Any) -> None:
+    """Serve until peer(port), a blocking client on a thread of its own, returns."""
+    async with la.serve(handler, "127.0.0.1", 0, mode=mode, **options) as server:
+        thread = threading.Thread(target=peer, args=(server.port,))
+        thread.start()
+        while thread.is_alive():
+            await asyncio.sleep(0.01)
+        thread.join()
+
+
 def test_one_message_in_flight_is_answered_inside_send(mode: str, run: Any) -> None:
     """The reply to a lone message leaves inside ``send()``: it reaches the
     peer while the handler still holds the loop (native mode writes it
@@ -253,15 +265,7 @@ def test_one_message_in_flight_is_answered_inside_send(mode: str, run: Any) -> N
             # the loop is held here: only a write made inside send() gets out
             seen.append(replied.wait(5))
 
-    async def main() -> None:
-        async with la.serve(handler, "127.0.0.1", 0, mode=mode) as server:
-            thread = threading.Thread(target=peer, args=(server.port,))
-            thread.start()
-            while thread.is_alive():
-                await asyncio.sleep(0.01)
-            thread.join()
-
-    run(main())
+    run(_serve_to_peer(peer, handler, mode))
     assert seen == [True]
 
 
@@ -315,18 +319,53 @@ def test_large_messages_do_not_fault_their_pages_in_anew(mode: str, run: Any) ->
             faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
             intact.append(size == len(payload) and view == payload)
 
-    async def main() -> None:
-        async with la.serve(echo, "127.0.0.1", 0, mode=mode, max_size=2 << 20) as server:
-            thread = threading.Thread(target=peer, args=(server.port,))
-            thread.start()
-            while thread.is_alive():
-                await asyncio.sleep(0.01)
-            thread.join()
-
-    run(main())
+    run(_serve_to_peer(peer, echo, mode, max_size=2 << 20))
     assert intact == [True], "the peer did not finish, or the echo differs"
     # a quarter of one message's pages per round trip; about 250 without the reuse
     assert faults[0] < rounds * 64, faults
+
+
+def test_large_frames_written_header_first_stay_whole(mode: str, run: Any) -> None:
+    """Frames of 32 KiB and up go out header first, in a write of its own.
+    A peer with a tiny receive buffer that only starts reading later leaves
+    lws with payloads it could write only in part (it keeps the rest): each
+    payload still follows its own header, whole, and the pong lws owes for
+    a ping that arrives meanwhile gets in between no frame's parts."""
+    sizes = [32767, 32768, 40000, 65535, 65536, 70000, 5, 100000, 1 << 17]
+    sent = [(bytes([i]) * n if i % 2 else "é" * (n // 2)) for i, n in enumerate(sizes * 3)]
+    got: list[bytes] = []
+    pongs: list[bytes] = []
+
+    async def handler(ws: Any) -> None:
+        for message in sent:
+            await ws.send(message)
+        await ws.recv()  # the peer's "done"
+
+    def peer(port: int) -> None:
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.settimeout(10)
+            sock.connect(("127.0.0.1", port))
+            sock.sendall(upgrade_request())
+            read_upgrade_response(sock)
+            time.sleep(0.3)  # the server's sends fill the socket meanwhile
+            sock.sendall(masked_frame(9, b"meanwhile"))
+            message = b""
+            while len(got) < len(sent) or not pongs:
+                head, payload = read_frame(sock)
+                if head & 0x0F == 10:
+                    pongs.append(payload)
+                    continue
+                message += payload
+                if head & 0x80:
+                    got.append(message)
+                    message = b""
+            sock.sendall(masked_frame(1, b"done"))
+
+    run(_serve_to_peer(peer, handler, mode, write_limit=64 * 1024))
+    assert len(got) == len(sent)
+    assert [m.decode() if isinstance(s, str) else m for m, s in zip(got, sent, strict=True)] == sent
+    assert pongs == [b"meanwhile"]
 
 
 def test_send_waits_while_the_peer_does_not_read(mode: str, run: Any) -> None:

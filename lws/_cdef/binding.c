@@ -34,6 +34,7 @@ struct lwspy_txq {
     int dead;
     int give_turn;
     int client;
+    int own_headers;      /* server side, no extension: see lwspy_write_split */
     size_t slice;         /* larger messages go out as fragments of this size */
     pthread_mutex_t mu;
     struct lwspy_msg *head, *tail;
@@ -860,6 +861,49 @@ lwspy_txq_kill(struct lwspy_txq *q)
 
 
 /*
+ * A large frame goes out as two writes, its header (built here) first: the
+ * peer, woken by the header, gets ready to read while the payload is still
+ * being copied into the socket, rather than after. It costs a write and a
+ * wakeup of the peer: at 8 KiB more than it hides, at 64 KiB it won for
+ * lws.asyncio and lost for the callback API on lws 4.1.6, hence opt-in per
+ * protocol (txq.own_headers; docs/asyncio.md has the figures). Only where
+ * lws would send the frame as is: server side (no mask), no extension, not
+ * an h2 stream. Returns what lws_write() returned for the payload; when the
+ * header could not all go, lws queued the payload behind it, whatever
+ * the count says.
+ */
+#define LWSPY_SPLIT_AT 32768
+
+static int
+lwspy_write_split(struct lws *wsi, struct lwspy_msg *m, size_t len, int flags)
+{
+    unsigned char head[LWS_PRE + 10];
+    size_t hlen = 4;
+    int n;
+
+    head[LWS_PRE] = (unsigned char)(0x80 | (flags == LWS_WRITE_TEXT ? 1 : 2));
+    if (len < 65536) {
+        head[LWS_PRE + 1] = 126;
+        head[LWS_PRE + 2] = (unsigned char)(len >> 8);
+        head[LWS_PRE + 3] = (unsigned char)len;
+    } else {
+        int i;
+
+        head[LWS_PRE + 1] = 127;
+        for (i = 0; i < 8; i++)
+            head[LWS_PRE + 2 + i] = (unsigned char)((unsigned long long)len >> (56 - 8 * i));
+        hlen = 10;
+    }
+    if (lws_write(wsi, &head[LWS_PRE], hlen, LWS_WRITE_HTTP) < 0)
+        return -1;
+    if (lws_partial_buffered(wsi)) {
+        n = lws_write(wsi, m->data + LWS_PRE, len, LWS_WRITE_HTTP);
+        return n < 0 ? n : (int)len;
+    }
+    return lws_write(wsi, m->data + LWS_PRE, len, LWS_WRITE_HTTP);
+}
+
+/*
  * WRITEABLE with something queued: one lws_write, as lws requires, without
  * entering Python. Returns 1 if handled here (with *ret set for lws), 0 if
  * the queue is empty and Python should see the reason.
@@ -958,7 +1002,12 @@ lwspy_txq_drain(struct lws *wsi, struct lwspy_txq *q, int *ret)
 
         if (m->off)  /* the last slice of a sliced message */
             flags = LWS_WRITE_CONTINUATION | (m->flags & LWS_WRITE_NO_FIN);
-        n = lws_write(wsi, m->data + LWS_PRE + m->off, len, (enum lws_write_protocol)flags);
+        if (q->own_headers && len >= LWSPY_SPLIT_AT &&
+            (flags == LWS_WRITE_BINARY || flags == LWS_WRITE_TEXT) &&
+            lws_get_network_wsi(wsi) == wsi)
+            n = lwspy_write_split(wsi, m, len, flags);
+        else
+            n = lws_write(wsi, m->data + LWS_PRE + m->off, len, (enum lws_write_protocol)flags);
 
         q->inflight = m;
         if (n < 0 || (size_t)n < len) {

@@ -126,6 +126,8 @@ struct lwspy_txq {
     int dead;           /* the connection is gone: pushes fail */
     int give_turn;      /* when emptied, one more WRITEABLE goes to Python */
     int client;         /* frames we build ourselves must be masked */
+    int own_headers;    /* server side, no permessage-deflate: large frames
+                           may go out as header, then payload */
     size_t slice;       /* larger messages go out as fragments of this size */
     void *handle;       /* the Connection (ffi.new_handle) for whole messages */
     ...;

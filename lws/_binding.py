@@ -36,6 +36,7 @@ fast_send: Any = _module.fast_send
 fast_write_now: Any = _module.fast_write_now
 fast_bridge_take: Any = _module.fast_bridge_take
 fast_bridge_consumed: Any = _module.fast_bridge_consumed
+fast_set_deliver: Any = _module.fast_set_deliver
 
 
 def addr(pointer: Any) -> int:

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ._binding import addr, fast_send, ffi, lib
+from ._binding import addr, fast_send, fast_set_deliver, ffi, lib
 from ._guard import Guard
 from .errors import ConnectionClosed, LwsError, SendQueueFull, SessionClosed
 from .http import SERVER_REASONS as HTTP_SERVER_REASONS
@@ -62,23 +62,17 @@ _NOT_SESSION = frozenset(int(r) for r in NOT_SESSION)
 _FILTER_PROTOCOL = int(R.FILTER_PROTOCOL_CONNECTION)
 _HTTP_SERVER = HTTP_SERVER_REASONS
 _SCRATCH = 64 * 1024  # reusable send buffer; larger messages get their own
-_from_handle = ffi.from_handle
-_unpack = ffi.unpack
 _get_ident = threading.get_ident
 
 
-@ffi.def_extern()  # type: ignore[untyped-decorator]
-def _lwspy_message(conn_handle: Any, user: int, data: Any, size: int, binary: int) -> int:
+def _deliver(conn: Connection, user: int, message: Any) -> int:
     # A whole message, joined in C, for a protocol with on_message and no raw
-    # RECEIVE: the per-message hot path, so it is written out flat here.
+    # RECEIVE: the per-message hot path, called by C (lwspy_fast_deliver in
+    # fastcall.c, not through cffi's callback wrapper) with the message built
+    # there: bytes, str, or None for text that is not UTF-8.
     try:
-        conn: Connection = _from_handle(conn_handle)
-        message: Any = _unpack(data, size) if size else b""
-        if not binary:
-            try:
-                message = message.decode("utf-8")
-            except UnicodeDecodeError:
-                return conn._close_now(1007, "invalid UTF-8")
+        if message is None:
+            return conn._close_now(1007, "invalid UTF-8")
         conn._cb_user = user
         try:
             r = conn.protocol.on_message(conn, message)  # type: ignore[union-attr]
@@ -97,6 +91,9 @@ def _lwspy_message(conn_handle: Any, user: int, data: Any, size: int, binary: in
             logger.critical("lws binding: internal error in callback", exc_info=exc)
         finally:
             return -1  # noqa: B012
+
+
+fast_set_deliver(_deliver)
 
 
 class Refuse(Exception):
@@ -218,9 +215,11 @@ class Connection:
         lib.lwspy_txq_init(self._txq)
         self._txq_addr = addr(self._txq)  # for the fast_* calls
         self._txq.client = 1 if is_client else 0
-        # How C hands whole messages to this object (see _lwspy_message).
+        # C's handle on this object; whole messages come to _deliver with
+        # its address (borrowed: this object owns the queue that holds it).
         self._handle: Any = ffi.new_handle(self)
         self._txq.handle = self._handle
+        self._txq.conn = id(self)
         self._rx_flags = 0
         self._closing = False
         self._closed = False

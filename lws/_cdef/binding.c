@@ -49,8 +49,9 @@ struct lwspy_txq {
     unsigned char *close_reason;  /* allocated by a close, at most 123 bytes */
     /* Receiving whole messages (protocols with on_message and no raw
      * RECEIVE handler): the fragments are joined here, in C, and Python is
-     * called once per message with the Connection's handle. */
+     * called once per message (lwspy_fast_deliver, with conn). */
     void *handle;
+    uintptr_t conn;       /* the Connection object (borrowed: it owns this queue) */
     unsigned char *rx;
     size_t rx_len, rx_cap;
     int rx_active;        /* a fragmented message is being joined */
@@ -327,8 +328,8 @@ unsigned long long lwspy_count_python;
 
 static int _lwspy_callback(void *ctx_handle, int proto_index, struct lws *wsi,
                            int reason, uintptr_t user, char *in, size_t len, int rx_flags);
-static int _lwspy_message(void *conn_handle, uintptr_t user, char *data, size_t len,
-                          int binary);
+static int lwspy_fast_deliver(struct lwspy_txq *q, uintptr_t user, const unsigned char *data,
+                              size_t len, int binary);
 static void _lwspy_log(int level, const char *line);
 static void _lwspy_timer(void *ctx_handle, long long id);
 
@@ -848,6 +849,7 @@ lwspy_txq_kill(struct lwspy_txq *q)
     q->count = 0;
     q->dead = 1;
     q->handle = NULL;
+    q->conn = 0;
     pthread_mutex_unlock(&q->mu);
     lwspy_big_free(q->rx, q->rx_cap);
     q->rx = NULL;
@@ -1113,7 +1115,7 @@ lwspy_rx_message(struct lws *wsi, struct lwspy_proto *pp, struct lwspy_txq *q,
         n = lwspy_bridge_message(wsi, q, data, total, q->rx_binary);
     } else {
         lwspy_count_python++;
-        n = _lwspy_message(q->handle, (uintptr_t)user, (char *)data, total, q->rx_binary);
+        n = lwspy_fast_deliver(q, (uintptr_t)user, data, total, q->rx_binary);
         if (n == LWSPY_DEFAULT)
             n = 0; /* lws' default for RECEIVE: carry on */
     }

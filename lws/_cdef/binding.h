@@ -41,9 +41,6 @@ extern unsigned long long lwspy_count_python;
 extern "Python" int _lwspy_callback(void *ctx_handle, int proto_index, struct lws *wsi,
                                     int reason, uintptr_t user, char *in, size_t len,
                                     int rx_flags);
-/* A whole received message, for protocols whose RECEIVE is joined in C. */
-extern "Python" int _lwspy_message(void *conn_handle, uintptr_t user, char *data, size_t len,
-                                   int binary);
 
 /* rx_flags for RECEIVE / CLIENT_RECEIVE, so Python needs no extra calls. */
 #define LWSPY_RX_FIRST 1

@@ -215,10 +215,8 @@ class Connection:
         lib.lwspy_txq_init(self._txq)
         self._txq_addr = addr(self._txq)  # for the fast_* calls
         self._txq.client = 1 if is_client else 0
-        # C's handle on this object; whole messages come to _deliver with
-        # its address (borrowed: this object owns the queue that holds it).
-        self._handle: Any = ffi.new_handle(self)
-        self._txq.handle = self._handle
+        # Whole messages come to _deliver with this object's address
+        # (borrowed: this object owns the queue that holds it).
         self._txq.conn = id(self)
         self._rx_flags = 0
         self._closing = False
@@ -524,8 +522,7 @@ class Connection:
             self._ctx._client_buffers.pop(self.id, None)  # frees it
         if self.protocol is not None:
             self.protocol._live.pop(self._key, None)
-        lib.lwspy_txq_kill(self._txq)  # also forgets the handle
-        self._handle = None
+        lib.lwspy_txq_kill(self._txq)  # also forgets this object's address
         self._txbuf = self._txbuf_big = None
         self._ctx._forget(self)
 

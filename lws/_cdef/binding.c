@@ -50,8 +50,8 @@ struct lwspy_txq {
     /* Receiving whole messages (protocols with on_message and no raw
      * RECEIVE handler): the fragments are joined here, in C, and Python is
      * called once per message (lwspy_fast_deliver, with conn). */
-    void *handle;
-    uintptr_t conn;       /* the Connection object (borrowed: it owns this queue) */
+    uintptr_t conn;       /* the Connection object (borrowed: it owns this queue);
+                             0 once killed */
     unsigned char *rx;
     size_t rx_len, rx_cap;
     int rx_active;        /* a fragmented message is being joined */
@@ -848,7 +848,6 @@ lwspy_txq_kill(struct lwspy_txq *q)
     q->queued = 0;
     q->count = 0;
     q->dead = 1;
-    q->handle = NULL;
     q->conn = 0;
     pthread_mutex_unlock(&q->mu);
     lwspy_big_free(q->rx, q->rx_cap);
@@ -881,7 +880,7 @@ lwspy_write_split(struct lws *wsi, struct lwspy_msg *m, size_t len, int flags)
 {
     unsigned char head[LWS_PRE + 10];
     size_t hlen = 4;
-    int n;
+    int n, queued;
 
     head[LWS_PRE] = (unsigned char)(0x80 | (flags == LWS_WRITE_TEXT ? 1 : 2));
     if (len < 65536) {
@@ -898,11 +897,9 @@ lwspy_write_split(struct lws *wsi, struct lwspy_msg *m, size_t len, int flags)
     }
     if (lws_write(wsi, &head[LWS_PRE], hlen, LWS_WRITE_HTTP) < 0)
         return -1;
-    if (lws_partial_buffered(wsi)) {
-        n = lws_write(wsi, m->data + LWS_PRE, len, LWS_WRITE_HTTP);
-        return n < 0 ? n : (int)len;
-    }
-    return lws_write(wsi, m->data + LWS_PRE, len, LWS_WRITE_HTTP);
+    queued = lws_partial_buffered(wsi);
+    n = lws_write(wsi, m->data + LWS_PRE, len, LWS_WRITE_HTTP);
+    return n >= 0 && queued ? (int)len : n;
 }
 
 /*
@@ -1083,10 +1080,11 @@ lwspy_rx_message(struct lws *wsi, struct lwspy_proto *pp, struct lwspy_txq *q,
                 cap = need; /* a big single frame: exactly its size */
             if (cap >= LWSPY_POOL_MIN) {
                 grown = lwspy_big_alloc(cap, &cap);
-                if (grown && q->rx_len)
-                    memcpy(grown, q->rx, q->rx_len);
-                if (grown)
+                if (grown) {
+                    if (q->rx_len)
+                        memcpy(grown, q->rx, q->rx_len);
                     lwspy_big_free(q->rx, q->rx_cap);
+                }
             } else {
                 grown = realloc(q->rx, cap);
             }
@@ -1490,7 +1488,7 @@ lwspy_trampoline(struct lws *wsi, enum lws_callback_reasons reason,
                                reason == LWS_CALLBACK_CLIENT_RECEIVE)) {
         struct lwspy_txq *q = (struct lwspy_txq *)lws_get_opaque_user_data(wsi);
 
-        if (q && !q->dead && q->handle)
+        if (q && !q->dead && q->conn)
             return lwspy_rx_message(wsi, pp, q, user, (const unsigned char *)in, len);
     }
     if (r < LWSPY_NREASONS && (lwspy_always[r] || (pp && pp->want[r]))) {

@@ -129,7 +129,6 @@ struct lwspy_txq {
     int own_headers;    /* server side, no permessage-deflate: large frames
                            may go out as header, then payload */
     size_t slice;       /* larger messages go out as fragments of this size */
-    void *handle;       /* the Connection (ffi.new_handle) for whole messages */
     uintptr_t conn;     /* the Connection, id(): fastcall.c calls _deliver with it */
     ...;
 };

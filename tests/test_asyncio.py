@@ -19,6 +19,7 @@ import pytest
 import trustme
 import uvloop
 import websockets
+from compressing_clients import echo_concurrently
 from frames import masked_frame, read_frame, read_upgrade_response, upgrade_request
 from websockets.asyncio.client import connect as ws_connect
 from websockets.asyncio.server import serve as ws_serve
@@ -614,6 +615,19 @@ def test_tls_compression_and_http_on_the_same_port(mode: str, run: Any,
         return echoed, result.body
 
     assert run(main()) == ("secure " * 1000, b"plain http too")
+
+
+def test_concurrent_compressed_connections_keep_their_own_input(mode: str, run: Any) -> None:
+    """Four compressing clients at once (see tests/compressing_clients.py): lws
+    may inflate the rest of one connection's read after another connection's
+    read has overwritten the buffer it was in; the binding's copy prevents it."""
+
+    async def main() -> list[str]:
+        async with la.serve(echo, "127.0.0.1", 0, mode=mode, compression="deflate") as server:
+            return await echo_concurrently(f"ws://127.0.0.1:{server.port}/")
+
+    verdicts = run(main())
+    assert verdicts == ["ok"] * len(verdicts)
 
 
 def test_tls_big_and_pipelined_messages(mode: str, run: Any, tmp_path: Path) -> None:

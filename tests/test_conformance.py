@@ -14,16 +14,20 @@ several pings in a row).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import signal
 import subprocess
-import time
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 from _modload import load
+from compressing_clients import echo_in_lockstep
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.sync.client import connect as ws_connect
 
@@ -120,6 +124,39 @@ def test_conformance_document_renders_from_results() -> None:
     assert "lws' own behaviour" in text and "2.10" in text
 
 
+@contextlib.contextmanager
+def _deflate_server(peer: Any) -> Iterator[tuple[subprocess.Popen[bytes], int, list[str]]]:
+    """A conformance peer's echo server with permessage-deflate on a free
+    port: yields the process, the port and a one-item list holding what it
+    printed (read on the side, so its error log cannot fill the pipe and
+    stall it)."""
+    proc = subprocess.Popen(peer.server_cmd(0, True), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    stream = proc.stdout
+    assert stream is not None
+    output = [""]
+    try:
+        line = stream.readline().decode()
+        assert line.startswith("listening on port"), line
+        port = int(line.split()[3])
+
+        def drain() -> None:
+            for chunk in iter(lambda: stream.read1(65536), b""):
+                output[0] = (output[0] + chunk.decode(errors="replace"))[-65536:]
+
+        reader = threading.Thread(target=drain, daemon=True)
+        reader.start()
+        yield proc, port, output
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+
+
 # -- lws' own behaviour, re-observed on the C baseline -------------------------------
 
 
@@ -133,13 +170,7 @@ def test_lws_pmd_breaks_on_an_empty_message_after_another(c_echo: Path) -> None:
     application must not send empty messages on a compressed connection. If
     this test fails, lws fixed it: drop the caveat.
     """
-    proc = subprocess.Popen([str(c_echo), "--port", "0", "--deflate"], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline().decode()
-        assert line.startswith("listening on port"), line
-        port = int(line.split()[3])
+    with _deflate_server(run.Peer("c", echo_binary=c_echo)) as (_proc, port, _output):
         broken = None
         try:
             with ws_connect(f"ws://127.0.0.1:{port}/", compression="deflate",
@@ -153,15 +184,43 @@ def test_lws_pmd_breaks_on_an_empty_message_after_another(c_echo: Path) -> None:
         except (ConnectionClosed, InvalidHandshake, TimeoutError, OSError) as exc:
             broken = exc
         assert broken is not None, "lws sent an empty compressed message correctly"
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            deadline = time.monotonic() + 5
-            while proc.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if proc.poll() is None:
-                proc.kill()
-        proc.communicate(timeout=10)
+
+
+def _echo_in_lockstep(proc: subprocess.Popen[bytes], port: int) -> list[str]:
+    return asyncio.run(echo_in_lockstep(
+        f"ws://127.0.0.1:{port}/", hold=lambda: proc.send_signal(signal.SIGSTOP),
+        release=lambda: proc.send_signal(signal.SIGCONT)))
+
+
+def test_lws_pmd_inflates_input_another_connection_overwrote(c_echo: Path) -> None:
+    """lws bug: concurrent compressed connections corrupt each other's input.
+
+    lws inflates a read where it was read, in the buffer its service thread
+    shares between connections; when the inflated output fills its 1 KiB
+    buffer, zlib keeps a pointer to the rest of that input for a later
+    service, and a read of another connection overwrites it in between.
+    Plain C lws then closes the connection ("zlib error inflate") or echoes
+    an altered message. The clients stop the server while they send, so
+    each round it finds four reads at once. If this test fails, lws fixed
+    it: the binding's copy (lwspy_pmd_own_input) may go for that version.
+    """
+    with _deflate_server(run.Peer("c", echo_binary=c_echo)) as (proc, port, output):
+        verdicts = _echo_in_lockstep(proc, port)
+    assert verdicts != ["ok"] * len(verdicts), (
+        "every compressed message came back intact from C lws: " + output[0][-2000:])
+
+
+@pytest.mark.parametrize("api", ["binding", "asyncio"])
+def test_binding_keeps_each_connections_compressed_input(api: str) -> None:
+    """The same lockstep clients against the binding's echo server (the
+    callback API and lws.asyncio): every message comes back intact."""
+    peer = run.Peer(api)
+    unavailable = peer.deflate_unavailable()
+    if unavailable is not None:
+        pytest.fail(f"the binding cannot negotiate permessage-deflate here: {unavailable}")
+    with _deflate_server(peer) as (proc, port, output):
+        verdicts = _echo_in_lockstep(proc, port)
+    assert verdicts == ["ok"] * len(verdicts), output[0][-2000:]
 
 
 def test_a_partial_rerun_keeps_the_header_and_notes_what_it_replaced(tmp_path: Path) -> None:

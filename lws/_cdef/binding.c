@@ -55,6 +55,11 @@ struct lwspy_txq {
     unsigned char *rx;
     size_t rx_len, rx_cap;
     int rx_active;        /* a fragmented message is being joined */
+    /* permessage-deflate: the compressed input zlib works through (see
+     * lwspy_pmd_callback), and whether some of it is left for later. */
+    unsigned char *pmd_in;
+    size_t pmd_in_cap;
+    int pmd_pending;
     int rx_binary;
     /* lws.asyncio's thread mode (see struct lwspy_bridge); bridge is set
      * once, at ESTABLISHED; the rest is guarded by the bridge's mutex. */
@@ -854,6 +859,10 @@ lwspy_txq_kill(struct lwspy_txq *q)
     q->rx = NULL;
     q->rx_len = q->rx_cap = 0;
     q->rx_active = 0;
+    free(q->pmd_in);
+    q->pmd_in = NULL;
+    q->pmd_in_cap = 0;
+    q->pmd_pending = 0;
     for (; m; m = next) {
         next = m->next;
         lwspy_msg_free(m);
@@ -1700,20 +1709,70 @@ lwspy_timer_cancel(struct lws_context *ctx, struct lwspy_timer *t)
  * values are lws' private enum pmd_return (the same in 4.1 and 4.3).
  */
 #define LWSPY_PMDR_UNKNOWN 0
+#define LWSPY_PMDR_HAS_PENDING 2
 #define LWSPY_PMDR_NOTHING_WE_SHOULD_DO 5
+
+/* What lws passes the extension with LWS_EXT_CB_PAYLOAD_RX (its private
+ * struct lws_ext_pm_deflate_rx_ebufs, the same in 4.1 and 4.3). */
+struct lwspy_pmd_ebufs {
+    struct lws_tokens eb_in;
+    struct lws_tokens eb_out;
+};
+
+/*
+ * lws inflates a read where it read it: in the one buffer all connections
+ * of the service thread read into (its pt serv_buf). When the inflated
+ * output fills the extension's buffer (1 KiB), zlib keeps a pointer to the
+ * rest of that input, and lws drains it in later services; a read of
+ * another connection in between overwrites it. zlib then fails ("invalid
+ * distance too far back": the connection closes) or, worse, inflates the
+ * other connection's bytes into this message. C lws alone does the same
+ * (4.1.6 and 4.3.5, conformance/echo.c with three compressing clients).
+ * So new input is first copied to the connection's own buffer, which stays
+ * until zlib is done with it: lws gives no new input while some is pending.
+ */
+static void
+lwspy_pmd_own_input(struct lwspy_txq *q, struct lwspy_pmd_ebufs *pmdrx)
+{
+    size_t len;
+
+    if (!q || q->dead || q->pmd_pending || !pmdrx->eb_in.token || pmdrx->eb_in.len <= 0)
+        return;
+    len = (size_t)pmdrx->eb_in.len;
+    if (len > q->pmd_in_cap) {
+        unsigned char *grown = realloc(q->pmd_in, len);
+
+        if (!grown)
+            return; /* lws' own way, then */
+        q->pmd_in = grown;
+        q->pmd_in_cap = len;
+    }
+    memcpy(q->pmd_in, pmdrx->eb_in.token, len);
+    pmdrx->eb_in.token = q->pmd_in;
+}
 
 static int
 lwspy_pmd_callback(struct lws_context *context, const struct lws_extension *ext,
                    struct lws *wsi, enum lws_extension_callback_reasons reason,
                    void *user, void *in, size_t len)
 {
-    int n = lws_extension_callback_pm_deflate(context, ext, wsi, reason, user, in, len);
+    struct lwspy_txq *q = NULL;
+    int n;
+
+    if (reason == LWS_EXT_CB_PAYLOAD_RX && in) {
+        q = (struct lwspy_txq *)lws_get_opaque_user_data(wsi);
+        lwspy_pmd_own_input(q, (struct lwspy_pmd_ebufs *)in);
+    }
+    n = lws_extension_callback_pm_deflate(context, ext, wsi, reason, user, in, len);
+    if (reason != LWS_EXT_CB_PAYLOAD_RX)
+        return n;
+    if (q && !q->dead)
+        q->pmd_pending = n == LWSPY_PMDR_HAS_PENDING;
 #if LWS_LIBRARY_VERSION_MAJOR == 4 && LWS_LIBRARY_VERSION_MINOR < 3 || \
     LWS_LIBRARY_VERSION_MAJOR == 4 && LWS_LIBRARY_VERSION_MINOR == 3 && \
     LWS_LIBRARY_VERSION_PATCH < 5
-    if (reason == LWS_EXT_CB_PAYLOAD_RX && n == LWSPY_PMDR_NOTHING_WE_SHOULD_DO) {
-        struct lwspy_txq *q = (struct lwspy_txq *)lws_get_opaque_user_data(wsi);
-
+    if (n == LWSPY_PMDR_NOTHING_WE_SHOULD_DO) {
+        q = (struct lwspy_txq *)lws_get_opaque_user_data(wsi);
         if (q && q->client)
             return LWSPY_PMDR_UNKNOWN;
     }

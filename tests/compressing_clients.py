@@ -34,20 +34,28 @@ async def _connect(url: str) -> websockets.ClientConnection:
     return ws
 
 
+async def _echo_verdict(ws: websockets.ClientConnection, message: str, reply_timeout: float,
+                        where: str) -> str:
+    """Wait for the echo of ``message``: ``"ok"``, or what went wrong ``where``."""
+    try:
+        echoed = await asyncio.wait_for(ws.recv(), reply_timeout)
+    except asyncio.TimeoutError:
+        return f"no echo {where}"
+    except websockets.ConnectionClosed as exc:
+        return f"closed {where} ({exc})"
+    return "ok" if echoed == message else f"altered {where}"
+
+
 async def _echo_one(url: str, messages: list[str], reply_timeout: float) -> str:
     async with await _connect(url) as ws:
-        i = 0
-        try:
-            for i, message in enumerate(messages):
+        for i, message in enumerate(messages):
+            try:
                 await ws.send(message)
-                try:
-                    echoed = await asyncio.wait_for(ws.recv(), reply_timeout)
-                except asyncio.TimeoutError:
-                    return f"no echo of message {i}"
-                if echoed != message:
-                    return f"message {i} came back altered"
-        except websockets.ConnectionClosed as exc:
-            return f"closed at message {i} ({exc})"
+            except websockets.ConnectionClosed as exc:
+                return f"closed at message {i} ({exc})"
+            verdict = await _echo_verdict(ws, message, reply_timeout, f"at message {i}")
+            if verdict != "ok":
+                return verdict
     return "ok"
 
 
@@ -84,22 +92,15 @@ async def echo_in_lockstep(url: str, hold: Callable[[], None], release: Callable
                     try:
                         await conns[k].send(message)
                     except websockets.ConnectionClosed as exc:
-                        verdicts[k] = f"closed at round {r} ({exc})"
+                        verdicts[k] = f"closed in round {r} ({exc})"
                         continue
                     sent.append((k, message))
                 await asyncio.sleep(0.05)  # the loop writes them out meanwhile
             finally:
                 release()
             for k, message in sent:
-                try:
-                    echoed = await asyncio.wait_for(conns[k].recv(), reply_timeout)
-                except asyncio.TimeoutError:
-                    verdicts[k] = f"no echo in round {r}"
-                except websockets.ConnectionClosed as exc:
-                    verdicts[k] = f"closed at round {r} ({exc})"
-                else:
-                    if echoed != message:
-                        verdicts[k] = f"altered in round {r}"
+                verdicts[k] = await _echo_verdict(conns[k], message, reply_timeout,
+                                                  f"in round {r}")
             if "ok" not in verdicts:
                 break
     finally:

@@ -1727,9 +1727,9 @@ struct lwspy_pmd_ebufs {
  * another connection in between overwrites it. zlib then fails ("invalid
  * distance too far back": the connection closes) or, worse, inflates the
  * other connection's bytes into this message. C lws alone does the same
- * (4.1.6 and 4.3.5, conformance/echo.c with three compressing clients).
- * So new input is first copied to the connection's own buffer, which stays
- * until zlib is done with it: lws gives no new input while some is pending.
+ * (4.1.6 and 4.3.5: conformance/echo.c in tests/test_conformance.py's
+ * lockstep test). So new input is first copied to the connection's own
+ * buffer, which is left alone while zlib still holds some of it.
  */
 static void
 lwspy_pmd_own_input(struct lwspy_txq *q, struct lwspy_pmd_ebufs *pmdrx)
@@ -1756,26 +1756,22 @@ lwspy_pmd_callback(struct lws_context *context, const struct lws_extension *ext,
                    struct lws *wsi, enum lws_extension_callback_reasons reason,
                    void *user, void *in, size_t len)
 {
-    struct lwspy_txq *q = NULL;
+    struct lwspy_txq *q;
     int n;
 
-    if (reason == LWS_EXT_CB_PAYLOAD_RX && in) {
-        q = (struct lwspy_txq *)lws_get_opaque_user_data(wsi);
-        lwspy_pmd_own_input(q, (struct lwspy_pmd_ebufs *)in);
-    }
-    n = lws_extension_callback_pm_deflate(context, ext, wsi, reason, user, in, len);
     if (reason != LWS_EXT_CB_PAYLOAD_RX)
-        return n;
+        return lws_extension_callback_pm_deflate(context, ext, wsi, reason, user, in, len);
+    q = (struct lwspy_txq *)lws_get_opaque_user_data(wsi);
+    if (in)
+        lwspy_pmd_own_input(q, (struct lwspy_pmd_ebufs *)in);
+    n = lws_extension_callback_pm_deflate(context, ext, wsi, reason, user, in, len);
     if (q && !q->dead)
         q->pmd_pending = n == LWSPY_PMDR_HAS_PENDING;
 #if LWS_LIBRARY_VERSION_MAJOR == 4 && LWS_LIBRARY_VERSION_MINOR < 3 || \
     LWS_LIBRARY_VERSION_MAJOR == 4 && LWS_LIBRARY_VERSION_MINOR == 3 && \
     LWS_LIBRARY_VERSION_PATCH < 5
-    if (n == LWSPY_PMDR_NOTHING_WE_SHOULD_DO) {
-        q = (struct lwspy_txq *)lws_get_opaque_user_data(wsi);
-        if (q && q->client)
-            return LWSPY_PMDR_UNKNOWN;
-    }
+    if (n == LWSPY_PMDR_NOTHING_WE_SHOULD_DO && q && q->client)
+        return LWSPY_PMDR_UNKNOWN;
 #endif
     return n;
 }

@@ -101,7 +101,9 @@ def make_ffi() -> FFI:
         include_dirs=flags["include_dirs"],
         library_dirs=flags["library_dirs"],
         libraries=flags["libraries"],
-        define_macros=flags["define_macros"],
+        # The stable ABI as of 3.10 (requires-python), not cffi's default of
+        # 3.2: fastcall.c's per-message functions use METH_FASTCALL.
+        define_macros=[*flags["define_macros"], ("Py_LIMITED_API", "0x030A0000")],
         extra_compile_args=flags["extra_compile_args"],
         extra_link_args=flags["extra_link_args"],
     )

@@ -7,9 +7,15 @@ functions they stand for do.
 
 from __future__ import annotations
 
+import select
+import socket
+import subprocess
+import sys
+import time
 from typing import Any
 
 import pytest
+from frames import masked_frame, read_frame, read_upgrade_response, upgrade_request
 
 import lws
 from lws._binding import (
@@ -92,3 +98,75 @@ def test_take_from_an_empty_bridge_is_none() -> None:
         lib.lwspy_bridge_free(bridge)
     finally:
         ctx.close()
+
+
+# The server of the test below, in a process of its own: a Context.run()
+# thread echoing, and a thread that counts. Its main thread prints the port,
+# then the count for each line read from stdin.
+_COUNTING_SERVER = """
+import sys, threading
+import lws
+from lws.testing import serving
+
+class Echo(lws.Protocol):
+    name = "echo"
+
+    def on_message(self, conn, message):
+        conn.send(message)
+
+count = 0
+
+def counting():
+    global count
+    while True:
+        count += 1
+
+with lws.Context([Echo()], port=0, host="127.0.0.1") as ctx, serving(ctx):
+    threading.Thread(target=counting, daemon=True).start()
+    print(ctx.port, flush=True)
+    for line in sys.stdin:
+        print(count, flush=True)
+"""
+
+
+def test_a_served_context_lets_other_threads_run_between_rounds() -> None:
+    # Under Context.run(), the messages delivered in one service round share
+    # one hold of the GIL (binding.c, lwspy_gil_round_take), released before
+    # lws polls again. Held across that poll, it would stop every other
+    # Python thread of the server until lws woke: the counting thread would
+    # not count, nor the main thread answer. In a child process, so that such
+    # a hang is a failed read here, not a hung test run.
+    child = subprocess.Popen([sys.executable, "-c", _COUNTING_SERVER], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    assert child.stdin is not None and child.stdout is not None
+    stdin, stdout = child.stdin, child.stdout
+
+    def ask(what: str) -> int:
+        if what:
+            stdin.write(what + "\n")
+            stdin.flush()
+        ready, _, _ = select.select([stdout], [], [], 10)
+        assert ready, f"the server process did not answer {what or 'with its port'!r} in 10 s"
+        return int(stdout.readline())
+
+    try:
+        port = ask("")
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(upgrade_request())
+            read_upgrade_response(sock)
+            for round_ in range(20):
+                # 16 frames in one write: lws reads them at once, and they
+                # reach Python in one round
+                sock.sendall(b"".join(masked_frame(2, b"%d.%d" % (round_, i))
+                                      for i in range(16)))
+                assert [read_frame(sock) for _ in range(16)] == [
+                    (0x82, b"%d.%d" % (round_, i)) for i in range(16)]
+            # lws waits in poll() now, with nothing to do
+            before = ask("count")
+            time.sleep(0.2)
+            assert ask("count") > before
+    finally:
+        child.kill()
+        child.wait(10)
+        stdin.close()
+        stdout.close()

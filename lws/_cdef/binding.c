@@ -338,6 +338,39 @@ static int lwspy_fast_deliver(struct lwspy_txq *q, uintptr_t user, const unsigne
 static void _lwspy_log(int level, const char *line);
 static void _lwspy_timer(void *ctx_handle, long long id);
 
+/*
+ * Under lwspy_run (Context.run(), where cffi released the GIL), the first
+ * message delivered to Python in a round takes the GIL for the rest of that
+ * round: 16 messages read at once cost one GIL hand-over, not 16. The round
+ * ends before lws' next lws_service(), whose poll() may wait, so the GIL is
+ * never held there. lws delivers received data only after that poll (its
+ * timers, which run before it, close or ping but never RECEIVE), and a call
+ * into Python still takes the GIL for itself (PyGILState_Ensure, cheap when
+ * this thread holds it), so a handler that let the GIL go meanwhile (a cffi
+ * call) is safe. Per thread: a context runs on the thread that called run().
+ */
+static __thread int lwspy_gil_rounds;     /* inside lwspy_run on this thread */
+static __thread int lwspy_gil_held;       /* taken by this round */
+static __thread PyGILState_STATE lwspy_gil_state;
+
+static void
+lwspy_gil_round_take(void)
+{
+    if (lwspy_gil_rounds && !lwspy_gil_held) {
+        lwspy_gil_state = PyGILState_Ensure();
+        lwspy_gil_held = 1;
+    }
+}
+
+static void
+lwspy_gil_round_end(void)
+{
+    if (lwspy_gil_held) {
+        lwspy_gil_held = 0;
+        PyGILState_Release(lwspy_gil_state);
+    }
+}
+
 /* --- the send queue ------------------------------------------------------ */
 
 static void
@@ -1122,6 +1155,7 @@ lwspy_rx_message(struct lws *wsi, struct lwspy_proto *pp, struct lwspy_txq *q,
         n = lwspy_bridge_message(wsi, q, data, total, q->rx_binary);
     } else {
         lwspy_count_python++;
+        lwspy_gil_round_take();
         n = lwspy_fast_deliver(q, (uintptr_t)user, data, total, q->rx_binary);
         if (n == LWSPY_DEFAULT)
             n = 0; /* lws' default for RECEIVE: carry on */
@@ -1536,6 +1570,7 @@ lwspy_run_rounds(struct lws_context *ctx, struct lwspy_ctx *cx, int *attention)
     while (!__atomic_load_n(attention, __ATOMIC_ACQUIRE)) {
         cx->nagain = 0;
         cx->npartial = 0;
+        lwspy_gil_round_end();
         if (lws_service(ctx, 0) < 0)
             return -1;
         if (lwspy_read_again(ctx, cx) < 0)
@@ -1562,7 +1597,10 @@ lwspy_run(struct lws_context *ctx, int *attention)
     int ret;
 
     cx->again_on = 1;
+    lwspy_gil_rounds = 1;
     ret = lwspy_run_rounds(ctx, cx, attention);
+    lwspy_gil_round_end();
+    lwspy_gil_rounds = 0;
     cx->again_on = 0;
     cx->nagain = 0;
     cx->npartial = 0;

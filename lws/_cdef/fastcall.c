@@ -11,22 +11,24 @@
  * lwspy_native_service (through the trampoline); cffi's callbacks take the
  * GIL with PyGILState_Ensure, which is a no-op on the thread holding it.
  * Pointers arrive as ints (ffi.cast("uintptr_t", p)), held privately by
- * the objects that own what they point to. Limited API (the module is abi3).
+ * the objects that own what they point to. Limited API (the module is abi3),
+ * at the 3.10 level that build_lws.py asks for: METH_FASTCALL takes the
+ * arguments as an array, where METH_VARARGS built a tuple per call.
  */
 
-/* Argument i of tuple args as a pointer; 0 with an exception set if it is
- * not an int (a NULL pointer is 0 without one). */
+/* args[i] as a pointer; 0 with an exception set if it is not an int (a
+ * NULL pointer is 0 without one). */
 static int
-lwspy_fast_arg_ptr(PyObject *args, Py_ssize_t i, void **p)
+lwspy_fast_arg_ptr(PyObject *const *args, Py_ssize_t i, void **p)
 {
-    *p = PyLong_AsVoidPtr(PyTuple_GetItem(args, i));
+    *p = PyLong_AsVoidPtr(args[i]);
     return *p || !PyErr_Occurred();
 }
 
 static int
-lwspy_fast_nargs(PyObject *args, Py_ssize_t n, const char *name)
+lwspy_fast_nargs(Py_ssize_t nargs, Py_ssize_t n, const char *name)
 {
-    if (PyTuple_Size(args) == n)
+    if (nargs == n)
         return 1;
     PyErr_Format(PyExc_TypeError, "%s takes %d arguments", name, (int)n);
     return 0;
@@ -34,16 +36,16 @@ lwspy_fast_nargs(PyObject *args, Py_ssize_t n, const char *name)
 
 /* native_service(ctx, pollset, poll) -> int, as lwspy_native_service */
 static PyObject *
-lwspy_fast_native_service(PyObject *self, PyObject *args)
+lwspy_fast_native_service(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     void *ctx, *ps;
     long poll;
 
     (void)self;
-    if (!lwspy_fast_nargs(args, 3, "native_service") ||
+    if (!lwspy_fast_nargs(nargs, 3, "native_service") ||
         !lwspy_fast_arg_ptr(args, 0, &ctx) || !lwspy_fast_arg_ptr(args, 1, &ps))
         return NULL;
-    poll = PyLong_AsLong(PyTuple_GetItem(args, 2));
+    poll = PyLong_AsLong(args[2]);
     if (poll == -1 && PyErr_Occurred())
         return NULL;
     if (!ctx || !ps)
@@ -54,12 +56,12 @@ lwspy_fast_native_service(PyObject *self, PyObject *args)
 
 /* write_now(ctx, pollset, wsi) -> int, as lwspy_native_write_now */
 static PyObject *
-lwspy_fast_write_now(PyObject *self, PyObject *args)
+lwspy_fast_write_now(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     void *ctx, *ps, *wsi;
 
     (void)self;
-    if (!lwspy_fast_nargs(args, 3, "write_now") ||
+    if (!lwspy_fast_nargs(nargs, 3, "write_now") ||
         !lwspy_fast_arg_ptr(args, 0, &ctx) || !lwspy_fast_arg_ptr(args, 1, &ps) ||
         !lwspy_fast_arg_ptr(args, 2, &wsi))
         return NULL;
@@ -72,7 +74,7 @@ lwspy_fast_write_now(PyObject *self, PyObject *args)
 
 /* send(txq, wsi or 0, payload: bytes, flags, limit) -> int, as lwspy_send */
 static PyObject *
-lwspy_fast_send(PyObject *self, PyObject *args)
+lwspy_fast_send(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     void *q, *wsi;
     char *data;
@@ -81,15 +83,15 @@ lwspy_fast_send(PyObject *self, PyObject *args)
     size_t limit;
 
     (void)self;
-    if (!lwspy_fast_nargs(args, 5, "send") ||
+    if (!lwspy_fast_nargs(nargs, 5, "send") ||
         !lwspy_fast_arg_ptr(args, 0, &q) || !lwspy_fast_arg_ptr(args, 1, &wsi))
         return NULL;
-    if (PyBytes_AsStringAndSize(PyTuple_GetItem(args, 2), &data, &len) < 0)
+    if (PyBytes_AsStringAndSize(args[2], &data, &len) < 0)
         return NULL;
-    flags = PyLong_AsLong(PyTuple_GetItem(args, 3));
+    flags = PyLong_AsLong(args[3]);
     if (flags == -1 && PyErr_Occurred())
         return NULL;
-    limit = PyLong_AsSize_t(PyTuple_GetItem(args, 4));
+    limit = PyLong_AsSize_t(args[4]);
     if (limit == (size_t)-1 && PyErr_Occurred())
         return NULL;
     if (!q)
@@ -226,9 +228,10 @@ lwspy_fast_set_deliver(PyObject *self, PyObject *fn)
 
 static PyMethodDef lwspy_fast_methods[] = {
     {"set_deliver", lwspy_fast_set_deliver, METH_O, NULL},
-    {"native_service", lwspy_fast_native_service, METH_VARARGS, NULL},
-    {"send", lwspy_fast_send, METH_VARARGS, NULL},
-    {"write_now", lwspy_fast_write_now, METH_VARARGS, NULL},
+    {"native_service", (PyCFunction)(void (*)(void))lwspy_fast_native_service, METH_FASTCALL,
+     NULL},
+    {"send", (PyCFunction)(void (*)(void))lwspy_fast_send, METH_FASTCALL, NULL},
+    {"write_now", (PyCFunction)(void (*)(void))lwspy_fast_write_now, METH_FASTCALL, NULL},
     {"bridge_take", lwspy_fast_bridge_take, METH_O, NULL},
     {"bridge_consumed", lwspy_fast_bridge_consumed, METH_O, NULL},
     {NULL, NULL, 0, NULL},

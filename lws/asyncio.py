@@ -170,7 +170,12 @@ class WebSocket:
         self._messages: collections.deque[Message] = collections.deque()
         self._max_queue = max_queue
         self._write_limit = write_limit
-        self._getter: asyncio.Future[None] | None = None
+        # The future a reader waits on while no message is queued: completed
+        # with the next message itself (_pull, _take), or, on close, with the
+        # error that ends the wait (iterating: StopAsyncIteration on a normal
+        # close).
+        self._getter: asyncio.Future[Message] | None = None
+        self._getter_iterating = False
         self._drained: asyncio.Future[None] | None = None
         self._closed = self._loop.create_future()
         self._pongs: dict[bytes, list[asyncio.Future[float]]] = {}
@@ -201,10 +206,12 @@ class WebSocket:
 
     def _take(self, message: Message) -> None:
         """A received message that missed the bridge (on_message), on the loop."""
-        self._messages.append(message)
         getter = self._getter
+        self._getter = None
         if getter is not None and not getter.done():
-            getter.set_result(None)
+            getter.set_result(message)
+        else:
+            self._messages.append(message)
 
     def _consumed(self) -> None:
         """The app took a message: C resumes reading once half the queue is free."""
@@ -260,14 +267,24 @@ class WebSocket:
         self.close_code = code
         self.close_reason = reason
         self._closed.set_result(None)
-        for waiter in (self._getter, self._drained):
-            if waiter is not None and not waiter.done():
-                waiter.set_result(None)
+        getter = self._getter
+        self._getter = None
+        if getter is not None and not getter.done():
+            getter.set_exception(self._end_error(self._getter_iterating))
+        drained = self._drained
+        if drained is not None and not drained.done():
+            drained.set_result(None)
         for pong_waiters in self._pongs.values():
             for pong in pong_waiters:
                 if not pong.done():
                     pong.set_exception(self._closed_error())
         self._pongs.clear()
+
+    def _end_error(self, iterating: bool) -> Exception:
+        """What a read raises once the connection is closed and nothing is queued."""
+        if iterating and self.close_code in _OK_CODES:
+            return StopAsyncIteration()
+        return self._closed_error()
 
     def _closed_error(self) -> ConnectionClosed:
         code = self.close_code
@@ -283,34 +300,41 @@ class WebSocket:
         """The next message (``str`` for text, ``bytes`` for binary): ``await ws.recv()``.
 
         Raises :class:`lws.ConnectionClosedOK` / :class:`lws.ConnectionClosedError`
-        once the connection is closed and every received message was read.
+        once the connection is closed and every received message was read, and
+        ``RuntimeError`` if another coroutine is already waiting for a message.
         """
-        return self._next(False)
+        return self._pop(False)
 
     def __aiter__(self) -> AsyncIterator[Message]:
         return self
 
-    def __anext__(self) -> Coroutine[Any, Any, Message]:
-        """``async for message in ws``: ends quietly on a normal close."""
-        return self._next(True)
+    def __anext__(self) -> Awaitable[Message]:
+        """``async for message in ws``: ends quietly on a normal close.
 
-    async def _next(self, iterating: bool) -> Message:
-        # recv() and __anext__() return this coroutine itself rather than
-        # awaiting it in one of their own: one coroutine per message, not two.
+        While no message is queued, this returns the future the next one will
+        complete, not a coroutine around it: one object less per message.
+        """
+        if self._messages or self._closed.done():
+            return self._pop(True)
+        return self._wait(True)
+
+    async def _pop(self, iterating: bool) -> Message:
         messages = self._messages
-        while not messages:
+        if not messages:
             if self._closed.done():
-                if iterating and self.close_code in _OK_CODES:
-                    raise StopAsyncIteration
-                raise self._closed_error()
-            self._getter = self._loop.create_future()
-            try:
-                await self._getter
-            finally:
-                self._getter = None
+                raise self._end_error(iterating)
+            return await self._wait(iterating)
         message = messages.popleft()
-        self._consumed()
+        fast_bridge_consumed(self._txq_addr)
         return message
+
+    def _wait(self, iterating: bool) -> asyncio.Future[Message]:
+        getter = self._getter
+        if getter is not None and not getter.done():
+            raise RuntimeError(f"{self!r}: another coroutine is already waiting for a message")
+        self._getter = getter = self._loop.create_future()
+        self._getter_iterating = iterating
+        return getter
 
     # -- sending ---------------------------------------------------------------
 
@@ -698,11 +722,16 @@ class _Runner:
                 with contextlib.suppress(ConnectionClosed):
                     ws.connection.close(1007, "invalid UTF-8")
                 continue
-            ws._messages.append(message)
             getter = ws._getter
-            if getter is not None and not getter.done():
-                getter.set_result(None)
-                woke = True
+            if getter is not None:
+                # a reader waits: the message goes straight to it
+                ws._getter = None
+                if not getter.done():
+                    fast_bridge_consumed(ws._txq_addr)
+                    getter.set_result(message)
+                    woke = True
+                    continue
+            ws._messages.append(message)
         if woke:
             # Queued after the handlers' wake-ups, so it runs right after them,
             # in the same loop iteration: their answers reach lws together

@@ -233,6 +233,40 @@ def test_async_for_ends_cleanly_and_max_size_closes_1009(mode: str, run: Any) ->
     assert run(main()) == (["one"], 1009)
 
 
+def test_a_reader_that_gives_up_loses_no_message(mode: str, run: Any) -> None:
+    # While nothing is queued, async for waits on the future the next message
+    # completes (and recv() on the same): a reader that gives up cancels it,
+    # and the message then queues for the next read. Two readers at once
+    # are refused.
+    async def late_echo(ws: la.WebSocket) -> None:
+        async for message in ws:
+            if message == "bye":
+                return  # closes with 1000
+            await asyncio.sleep(0.1)  # longer than the client waits below
+            await ws.send(message)
+
+    async def main() -> list[Any]:
+        got: list[Any] = []
+        async with la.serve(late_echo, "127.0.0.1", 0, mode=mode) as server:
+            async with la.connect(f"ws://127.0.0.1:{server.port}/", mode=mode) as ws:
+                for read in (ws.recv, ws.__anext__):
+                    await ws.send(f"late {read.__name__}")
+                    with pytest.raises(asyncio.TimeoutError):
+                        await asyncio.wait_for(read(), 0.02)
+                    got.append(await ws.recv())
+                waiting = asyncio.ensure_future(ws.__anext__())
+                with pytest.raises(RuntimeError, match="already waiting"):
+                    await ws.recv()
+                await ws.send("last")
+                got.append(await waiting)
+                await ws.send("bye")
+                async for message in ws:  # waits: the server's close (1000) ends it quietly
+                    got.append(message)
+        return got
+
+    assert run(main()) == ["late recv", "late __anext__", "last"]
+
+
 async def _serve_to_peer(peer: Callable[[int], None], handler: Any, mode: str,
                          **options: Any) -> None:
     """Serve until peer(port), a blocking client on a thread of its own, returns."""

@@ -170,3 +170,81 @@ def test_a_served_context_lets_other_threads_run_between_rounds() -> None:
         child.wait(10)
         stdin.close()
         stdout.close()
+
+
+# A handler of a served context (on_established: no message delivered yet
+# in that round) drives a client context of its own, with service() or
+# run() (argv[1]), whose messages reach Python there, inside the handler.
+_NESTED_SERVICE = """
+import socket, sys
+import lws
+from lws.testing import pump, serving, ws_url
+
+class Echo(lws.Protocol):
+    name = "echo"
+
+    def on_message(self, conn, message):
+        conn.send(message)
+
+class Client(lws.Protocol):
+    name = "echo"
+
+    def __init__(self):
+        super().__init__()
+        self.got = []
+
+    def on_client_established(self, conn):
+        conn.send("nested")
+
+    def on_message(self, conn, message):
+        self.got.append(message)
+        self.inner.stop()
+
+class Outer(lws.Protocol):
+    name = "outer"
+
+    def on_established(self, conn):
+        client = Client()
+        with lws.Context([client]) as inner:
+            client.inner = inner
+            inner.connect(ws_url(echo), client)
+            if sys.argv[1] == "run":
+                inner.run()
+            else:
+                pump(inner, lambda: client.got, timeout=10)
+        conn.send(client.got[0])
+
+with lws.Context([Echo()], port=0, host="127.0.0.1") as echo, serving(echo), \
+        lws.Context([Outer()], port=0, host="127.0.0.1") as outer, serving(outer):
+    print(outer.port, flush=True)
+    sys.stdin.readline()
+"""
+
+
+@pytest.mark.parametrize("how", ["service", "run"])
+def test_a_handler_may_serve_another_context_inside_run(how: str) -> None:
+    # The round's GIL hold (lwspy_gil_round_take) is for messages lwspy_run's
+    # own service delivers: one delivered inside a handler's nested
+    # service() (cffi released the GIL around it) must take the GIL for
+    # itself and give it back, or cffi's return would wait for it forever.
+    child = subprocess.Popen([sys.executable, "-c", _NESTED_SERVICE, how],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert child.stdin is not None and child.stdout is not None
+    try:
+        ready, _, _ = select.select([child.stdout], [], [], 10)
+        assert ready, "the server process did not start"
+        port = int(child.stdout.readline())
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(upgrade_request("outer"))
+            read_upgrade_response(sock)
+            sock.settimeout(15)
+            try:
+                frame = read_frame(sock)
+            except TimeoutError:
+                frame = (0, b"no answer: the server process hangs")
+            assert frame == (0x81, b"nested")
+    finally:
+        child.kill()
+        child.wait(10)
+        child.stdin.close()
+        child.stdout.close()

@@ -344,19 +344,31 @@ static void _lwspy_timer(void *ctx_handle, long long id);
  * round: 16 messages read at once cost one GIL hand-over, not 16. The round
  * ends before lws' next lws_service(), whose poll() may wait, so the GIL is
  * never held there. lws delivers received data only after that poll (its
- * timers, which run before it, close or ping but never RECEIVE), and a call
- * into Python still takes the GIL for itself (PyGILState_Ensure, cheap when
- * this thread holds it), so a handler that let the GIL go meanwhile (a cffi
- * call) is safe. Per thread: a context runs on the thread that called run().
+ * timers, which run before it, close or ping but never RECEIVE), and each
+ * call into Python still takes the GIL for itself (PyGILState_Ensure, cheap
+ * when this thread holds it), so a handler that let the GIL go meanwhile (a
+ * cffi call) is safe.
+ *
+ * Only lwspy_run's own service batches, not lws entered again from Python
+ * (a handler serving another context, or running it): cffi released the GIL
+ * around that call and retakes it on return, so nothing under it may keep
+ * the GIL. lwspy_py_depth counts the calls into Python on this thread's C
+ * stack (LWSPY_PY_IN/OUT around each); the round takes and gives back the
+ * GIL only at depth 0. Per thread: a context runs on the thread that called
+ * run().
  */
 static __thread int lwspy_gil_rounds;     /* inside lwspy_run on this thread */
 static __thread int lwspy_gil_held;       /* taken by this round */
+static __thread int lwspy_py_depth;
 static __thread PyGILState_STATE lwspy_gil_state;
+
+#define LWSPY_PY_IN() (lwspy_py_depth++)
+#define LWSPY_PY_OUT() (lwspy_py_depth--)
 
 static void
 lwspy_gil_round_take(void)
 {
-    if (lwspy_gil_rounds && !lwspy_gil_held) {
+    if (lwspy_gil_rounds && !lwspy_gil_held && !lwspy_py_depth) {
         lwspy_gil_state = PyGILState_Ensure();
         lwspy_gil_held = 1;
     }
@@ -365,7 +377,7 @@ lwspy_gil_round_take(void)
 static void
 lwspy_gil_round_end(void)
 {
-    if (lwspy_gil_held) {
+    if (lwspy_gil_held && !lwspy_py_depth) {
         lwspy_gil_held = 0;
         PyGILState_Release(lwspy_gil_state);
     }
@@ -1156,7 +1168,9 @@ lwspy_rx_message(struct lws *wsi, struct lwspy_proto *pp, struct lwspy_txq *q,
     } else {
         lwspy_count_python++;
         lwspy_gil_round_take();
+        LWSPY_PY_IN();
         n = lwspy_fast_deliver(q, (uintptr_t)user, data, total, q->rx_binary);
+        LWSPY_PY_OUT();
         if (n == LWSPY_DEFAULT)
             n = 0; /* lws' default for RECEIVE: carry on */
     }
@@ -1544,8 +1558,10 @@ lwspy_trampoline(struct lws *wsi, enum lws_callback_reasons reason,
                            (lws_is_final_fragment(wsi) ? LWSPY_RX_FINAL : 0) |
                            (lws_frame_is_binary(wsi) ? LWSPY_RX_BINARY : 0);
             lwspy_count_python++;
+            LWSPY_PY_IN();
             n = _lwspy_callback(ctx_handle, pp ? pp->index : -1, wsi,
                                 (int)reason, (uintptr_t)user, (char *)in, len, rx_flags);
+            LWSPY_PY_OUT();
             if (n != LWSPY_DEFAULT)
                 return n;
         }
@@ -1594,13 +1610,13 @@ static int
 lwspy_run(struct lws_context *ctx, int *attention)
 {
     struct lwspy_ctx *cx = (struct lwspy_ctx *)lws_context_user(ctx); /* always set */
-    int ret;
+    int ret, outer = lwspy_gil_rounds; /* set: run() inside a handler of another */
 
     cx->again_on = 1;
     lwspy_gil_rounds = 1;
     ret = lwspy_run_rounds(ctx, cx, attention);
     lwspy_gil_round_end();
-    lwspy_gil_rounds = 0;
+    lwspy_gil_rounds = outer;
     cx->again_on = 0;
     cx->nagain = 0;
     cx->npartial = 0;
@@ -1689,7 +1705,9 @@ lwspy_info_init(struct lws_context_creation_info *info)
 static void
 lwspy_log_emit(int level, const char *line)
 {
+    LWSPY_PY_IN();
     _lwspy_log(level, line);
+    LWSPY_PY_OUT();
 }
 
 static void
@@ -1703,7 +1721,9 @@ lwspy_timer_cb(lws_sorted_usec_list_t *sul)
 {
     struct lwspy_timer *t = lws_container_of(sul, struct lwspy_timer, sul);
 
+    LWSPY_PY_IN();
     _lwspy_timer(t->ctx_handle, t->id);
+    LWSPY_PY_OUT();
 }
 
 static void

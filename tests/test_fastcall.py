@@ -12,6 +12,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -100,20 +102,55 @@ def test_take_from_an_empty_bridge_is_none() -> None:
         ctx.close()
 
 
-# The server of the test below, in a process of its own: a Context.run()
-# thread echoing, and a thread that counts. Its main thread prints the port,
-# then the count for each line read from stdin.
-_COUNTING_SERVER = """
-import sys, threading
+# What both child processes below start with: an echo protocol.
+_CHILD_ECHO = """
+import socket, sys, threading
 import lws
-from lws.testing import serving
+from lws.testing import pump, serving, ws_url
 
 class Echo(lws.Protocol):
     name = "echo"
 
     def on_message(self, conn, message):
         conn.send(message)
+"""
 
+
+@contextmanager
+def _child(script: str, *argv: str) -> Iterator[Callable[[str | None], int]]:
+    """``python -c _CHILD_ECHO + script *argv``, killed after the block.
+
+    Yields ``answer(line)``: writes ``line`` to the child's stdin (unless
+    None), then reads the int the child prints back, failing the test if it
+    does not within 10 s. In a child process so that a hang of lws or the
+    GIL there is a failed read here, not a hung test run.
+    """
+    child = subprocess.Popen([sys.executable, "-c", _CHILD_ECHO + script, *argv],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert child.stdin is not None and child.stdout is not None
+    stdin, stdout = child.stdin, child.stdout
+
+    def answer(line: str | None) -> int:
+        if line is not None:
+            stdin.write(line + "\n")
+            stdin.flush()
+        ready, _, _ = select.select([stdout], [], [], 10)
+        assert ready, f"the server process did not answer {line!r} in 10 s"
+        return int(stdout.readline())
+
+    try:
+        yield answer
+    finally:
+        child.kill()
+        child.wait(10)
+        stdin.close()
+        stdout.close()
+
+
+# The server of the test below: a Context.run() thread echoing, and a thread
+# that counts. Its main thread prints the port, then the count for each line
+# read from stdin.
+_COUNTING_SERVER = """
 count = 0
 
 def counting():
@@ -134,23 +171,9 @@ def test_a_served_context_lets_other_threads_run_between_rounds() -> None:
     # one hold of the GIL (binding.c, lwspy_gil_round_take), released before
     # lws polls again. Held across that poll, it would stop every other
     # Python thread of the server until lws woke: the counting thread would
-    # not count, nor the main thread answer. In a child process, so that such
-    # a hang is a failed read here, not a hung test run.
-    child = subprocess.Popen([sys.executable, "-c", _COUNTING_SERVER], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, text=True)
-    assert child.stdin is not None and child.stdout is not None
-    stdin, stdout = child.stdin, child.stdout
-
-    def ask(what: str) -> int:
-        if what:
-            stdin.write(what + "\n")
-            stdin.flush()
-        ready, _, _ = select.select([stdout], [], [], 10)
-        assert ready, f"the server process did not answer {what or 'with its port'!r} in 10 s"
-        return int(stdout.readline())
-
-    try:
-        port = ask("")
+    # not count, nor the main thread answer.
+    with _child(_COUNTING_SERVER) as answer:
+        port = answer(None)
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
             sock.sendall(upgrade_request())
             read_upgrade_response(sock)
@@ -162,30 +185,15 @@ def test_a_served_context_lets_other_threads_run_between_rounds() -> None:
                 assert [read_frame(sock) for _ in range(16)] == [
                     (0x82, b"%d.%d" % (round_, i)) for i in range(16)]
             # lws waits in poll() now, with nothing to do
-            before = ask("count")
+            before = answer("count")
             time.sleep(0.2)
-            assert ask("count") > before
-    finally:
-        child.kill()
-        child.wait(10)
-        stdin.close()
-        stdout.close()
+            assert answer("count") > before
 
 
 # A handler of a served context (on_established: no message delivered yet
 # in that round) drives a client context of its own, with service() or
 # run() (argv[1]), whose messages reach Python there, inside the handler.
 _NESTED_SERVICE = """
-import socket, sys
-import lws
-from lws.testing import pump, serving, ws_url
-
-class Echo(lws.Protocol):
-    name = "echo"
-
-    def on_message(self, conn, message):
-        conn.send(message)
-
 class Client(lws.Protocol):
     name = "echo"
 
@@ -214,7 +222,7 @@ class Outer(lws.Protocol):
                 pump(inner, lambda: client.got, timeout=10)
         conn.send(client.got[0])
 
-with lws.Context([Echo()], port=0, host="127.0.0.1") as echo, serving(echo), \
+with lws.Context([Echo()], port=0, host="127.0.0.1") as echo, serving(echo), \\
         lws.Context([Outer()], port=0, host="127.0.0.1") as outer, serving(outer):
     print(outer.port, flush=True)
     sys.stdin.readline()
@@ -227,13 +235,8 @@ def test_a_handler_may_serve_another_context_inside_run(how: str) -> None:
     # own service delivers: one delivered inside a handler's nested
     # service() (cffi released the GIL around it) must take the GIL for
     # itself and give it back, or cffi's return would wait for it forever.
-    child = subprocess.Popen([sys.executable, "-c", _NESTED_SERVICE, how],
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert child.stdin is not None and child.stdout is not None
-    try:
-        ready, _, _ = select.select([child.stdout], [], [], 10)
-        assert ready, "the server process did not start"
-        port = int(child.stdout.readline())
+    with _child(_NESTED_SERVICE, how) as answer:
+        port = answer(None)
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
             sock.sendall(upgrade_request("outer"))
             read_upgrade_response(sock)
@@ -243,8 +246,3 @@ def test_a_handler_may_serve_another_context_inside_run(how: str) -> None:
             except TimeoutError:
                 frame = (0, b"no answer: the server process hangs")
             assert frame == (0x81, b"nested")
-    finally:
-        child.kill()
-        child.wait(10)
-        child.stdin.close()
-        child.stdout.close()

@@ -34,8 +34,8 @@ _module = importlib.import_module("._lws", __package__)
 fast_native_service: Any = _module.fast_native_service
 fast_send: Any = _module.fast_send
 fast_write_now: Any = _module.fast_write_now
-fast_bridge_take: Any = _module.fast_bridge_take
 fast_bridge_consumed: Any = _module.fast_bridge_consumed
+fast_bridge_deliver: Any = _module.fast_bridge_deliver
 fast_set_deliver: Any = _module.fast_set_deliver
 
 

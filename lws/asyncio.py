@@ -61,7 +61,7 @@ from typing import Any
 from ._binding import (
     addr,
     fast_bridge_consumed,
-    fast_bridge_take,
+    fast_bridge_deliver,
     fast_native_service,
     fast_send,
     fast_write_now,
@@ -177,7 +177,9 @@ class WebSocket:
         self._getter: asyncio.Future[Message] | None = None
         self._getter_iterating = False
         self._drained: asyncio.Future[None] | None = None
+        self._create_future = self._loop.create_future
         self._closed = self._loop.create_future()
+        self._is_closed = False  # self._closed.done(), without a call per message
         self._pongs: dict[bytes, list[asyncio.Future[float]]] = {}
         self.request: Request | None = None
         self.subprotocol: str | None = None
@@ -267,6 +269,7 @@ class WebSocket:
         self.close_code = code
         self.close_reason = reason
         self._closed.set_result(None)
+        self._is_closed = True
         getter = self._getter
         self._getter = None
         if getter is not None and not getter.done():
@@ -314,7 +317,7 @@ class WebSocket:
         While no message is queued, this returns the future the next one will
         complete, not a coroutine around it: one object less per message.
         """
-        if self._messages or self._closed.done():
+        if self._messages or self._is_closed:
             return self._pop(True)
         return self._wait(True)
 
@@ -332,7 +335,7 @@ class WebSocket:
         getter = self._getter
         if getter is not None and not getter.done():
             raise RuntimeError(f"{self!r}: another coroutine is already waiting for a message")
-        self._getter = getter = self._loop.create_future()
+        self._getter = getter = self._create_future()
         self._getter_iterating = iterating
         return getter
 
@@ -699,40 +702,26 @@ class _Runner:
     # -- messages from lws ---------------------------------------------------
 
     def _pull(self) -> None:
-        """Take the whole messages lws handed over (in C): the service thread's,
-        or, in native mode, those of the service that just ran."""
-        taken = fast_bridge_take(self._bridge_addr)
-        if taken is None:
+        """Hand over the whole messages lws took in (the service thread's, or,
+        in native mode, those of the service that just ran).
+
+        Per message, in C (fast_bridge_deliver): a reader waiting on
+        ``ws._getter`` gets it at once, else it joins ``ws._messages``.
+        """
+        got = fast_bridge_deliver(self._bridge_addr, self._by_id)
+        if got is None:
             return
-        by_id = self._by_id
         # A batch of one message: its handler's first send writes at once
         # (native mode: lws_service_fd, POLLOUT; thread mode: the service
         # thread is woken for it then). Replying sooner is what one message in
         # flight is waiting for; bigger batches keep the single write round
         # (one wake-up) after their handlers, which costs less per message.
-        self._solo = by_id.get(taken[0]) if len(taken) == 2 else None
-        woke = self.mode != "native"
-        for i in range(0, len(taken), 2):  # connection id, message
-            ws = by_id.get(taken[i])
-            if ws is None:
-                continue
-            message: Message | None = taken[i + 1]
-            if message is None:  # text, not UTF-8 (lws validates it: not expected)
-                ws._consumed()
-                with contextlib.suppress(ConnectionClosed):
-                    ws.connection.close(1007, "invalid UTF-8")
-                continue
-            getter = ws._getter
-            if getter is not None:
-                # a reader waits: the message goes straight to it
-                ws._getter = None
-                if not getter.done():
-                    fast_bridge_consumed(ws._txq_addr)
-                    getter.set_result(message)
-                    woke = True
-                    continue
-            ws._messages.append(message)
-        if woke:
+        self._solo, woke, bad = got
+        for ws in bad:  # text that is not UTF-8 (lws validates it: not expected)
+            ws._consumed()
+            with contextlib.suppress(ConnectionClosed):
+                ws.connection.close(1007, "invalid UTF-8")
+        if woke or self.mode != "native":
             # Queued after the handlers' wake-ups, so it runs right after them,
             # in the same loop iteration: their answers reach lws together
             # (thread mode: one wake-up of the service thread; native mode: the

@@ -23,7 +23,7 @@ import lws
 from lws._binding import (
     addr,
     fast_bridge_consumed,
-    fast_bridge_take,
+    fast_bridge_deliver,
     fast_native_service,
     fast_send,
     fast_write_now,
@@ -65,8 +65,10 @@ def test_send_past_the_limit_and_after_kill(txq: Any) -> None:
     (lambda q: fast_send("q", 0, b"x", WRITE_BINARY, 0), TypeError),     # not an int
     (lambda q: fast_send(0, 0, b"x", WRITE_BINARY, 0), ValueError),      # NULL queue
     (lambda q: fast_send(q, 0, b"x", WRITE_BINARY, -1), OverflowError),  # negative limit
-    (lambda q: fast_bridge_take(0), ValueError),
-    (lambda q: fast_bridge_take(None), TypeError),
+    (lambda q: fast_bridge_deliver(0, {}), ValueError),               # NULL bridge
+    (lambda q: fast_bridge_deliver(None, {}), TypeError),
+    (lambda q: fast_bridge_deliver(q, []), TypeError),                # by_id not a dict
+    (lambda q: fast_bridge_deliver(q), TypeError),
     (lambda q: fast_bridge_consumed(0), ValueError),
     (lambda q: fast_native_service(0, 0, 1), ValueError),
     (lambda q: fast_native_service(1, 2), TypeError),
@@ -87,7 +89,7 @@ def test_addr_of_null_is_zero() -> None:
     assert addr(ffi.NULL) == 0
 
 
-def test_take_from_an_empty_bridge_is_none() -> None:
+def test_deliver_from_an_empty_bridge_is_none() -> None:
     class Nop(lws.Protocol):
         name = "nop"
 
@@ -95,7 +97,7 @@ def test_take_from_an_empty_bridge_is_none() -> None:
     try:
         bridge = ffi.new("struct lwspy_bridge *")
         assert lib.lwspy_bridge_init(bridge, ctx._ctx, 0) == 0
-        assert fast_bridge_take(addr(bridge)) is None
+        assert fast_bridge_deliver(addr(bridge), {}) is None
         assert lib.lwspy_bridge_take(bridge) == 0  # the cffi-wrapped one agrees
         lib.lwspy_bridge_free(bridge)
     finally:

@@ -7,6 +7,7 @@ functions they stand for do.
 
 from __future__ import annotations
 
+import asyncio
 import select
 import socket
 import subprocess
@@ -30,6 +31,7 @@ from lws._binding import (
     ffi,
     lib,
 )
+from lws.testing import pump
 
 WRITE_BINARY = 2  # LWS_WRITE_BINARY
 LIMIT = 1 << 20
@@ -102,6 +104,89 @@ def test_deliver_from_an_empty_bridge_is_none() -> None:
         lib.lwspy_bridge_free(bridge)
     finally:
         ctx.close()
+
+
+class _Reader:
+    """What bridge_deliver needs of lws.asyncio's WebSocket: a reader's
+    future (``_getter``), a queue, and the connection's queue address."""
+
+    def __init__(self, txq_addr: int) -> None:
+        self._getter: asyncio.Future[Any] | None = None
+        self._messages: list[Any] = []
+        self._txq_addr = txq_addr
+
+
+def test_deliver_hands_each_message_to_its_reader_or_queue() -> None:
+    # A real connection whose whole messages C puts in the bridge (attached
+    # as lws.asyncio does), then handed over by fast_bridge_deliver.
+    class Bridged(lws.Protocol):
+        name = "bridged"
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.conn: Any = None
+
+        def on_established(self, conn: lws.Connection) -> None:
+            lib.lwspy_bridge_attach(bridge, conn._txq, conn._wsi, conn.id, 1000)
+            self.conn = conn
+
+        def on_message(self, conn: lws.Connection, message: Any) -> None:
+            raise AssertionError("a bridged connection's messages go to the bridge")
+
+    bridge = ffi.new("struct lwspy_bridge *")
+    loop = asyncio.new_event_loop()
+    proto = Bridged()
+    ctx = lws.Context([proto], port=0, host="127.0.0.1")
+    try:
+        assert lib.lwspy_bridge_init(bridge, ctx._ctx, 0) == 0
+        ctx._cx.bridge = bridge
+        b = addr(bridge)
+        with socket.create_connection(("127.0.0.1", ctx.port), timeout=10) as sock:
+            sock.sendall(upgrade_request())
+            pump(ctx, lambda: proto.conn is not None)
+            read_upgrade_response(sock)
+            conn = proto.conn
+            reader = _Reader(conn._txq_addr)
+            by_id = {conn.id: reader}
+
+            def arrive(*frames: bytes, waiting: int) -> None:
+                # one write, which lws reads at once: C counts each message
+                # it hands over as waiting for the app
+                sock.sendall(b"".join(frames))
+                pump(ctx, lambda: conn._txq.rx_waiting == waiting)
+
+            # nobody waits: all queued, in order, text as str, binary as bytes
+            arrive(masked_frame(1, "é".encode()), masked_frame(2, b"\x00"),
+                   masked_frame(1, b""), waiting=3)
+            assert fast_bridge_deliver(b, by_id) == (None, False, [])
+            assert reader._messages == ["é", b"\x00", ""]
+            assert conn._txq.rx_waiting == 3  # not read by the app yet
+            assert fast_bridge_deliver(b, by_id) is None  # taken once
+
+            # a reader waits: a batch of one goes to it, read at once
+            reader._getter = waiting = loop.create_future()
+            arrive(masked_frame(2, b"next"), waiting=4)
+            assert fast_bridge_deliver(b, by_id) == (reader, True, [])
+            assert waiting.result() == b"next" and reader._getter is None
+            assert conn._txq.rx_waiting == 3  # consumed as it was handed over
+            assert len(reader._messages) == 3
+
+            # a reader that gave up: its message is queued, not lost
+            reader._getter = gave_up = loop.create_future()
+            gave_up.cancel()
+            arrive(masked_frame(1, b"kept"), waiting=4)
+            assert fast_bridge_deliver(b, by_id) == (reader, False, [])
+            assert reader._messages[-1] == "kept" and reader._getter is None
+            assert conn._txq.rx_waiting == 4
+
+            # a connection the loop no longer knows: its messages are dropped
+            arrive(masked_frame(1, b"gone"), masked_frame(1, b"too"), waiting=6)
+            assert fast_bridge_deliver(b, {}) == (None, False, [])
+            assert len(reader._messages) == 4
+    finally:
+        ctx.close()
+        lib.lwspy_bridge_free(bridge)  # after the context: its sockets point at it
+        loop.close()
 
 
 # What both child processes below start with: an echo protocol.

@@ -130,6 +130,7 @@ struct lwspy_txq {
                            may go out as header, then payload */
     size_t slice;       /* larger messages go out as fragments of this size */
     uintptr_t conn;     /* the Connection, id(): fastcall.c calls _deliver with it */
+    int rx_waiting;     /* lws.asyncio: messages handed to the loop, not yet read */
     ...;
 };
 

@@ -131,13 +131,16 @@ lwspy_fast_hand_over(PyObject *ws, PyObject *m)
     if (!getter)
         return -1;
     if (getter != Py_None) {
+        int pending;
+
         if (PyObject_SetAttr(ws, lwspy_s_getter, Py_None) < 0)
             goto fail;
         r = PyObject_CallMethodObjArgs(getter, lwspy_s_done, NULL);
         if (!r)
             goto fail;
+        pending = r == Py_False;
         Py_DECREF(r);
-        if (r == Py_False) {  /* not cancelled: the message is the reader's */
+        if (pending) {  /* not cancelled: the message is the reader's */
             void *txq;
 
             q = PyObject_GetAttr(ws, lwspy_s_txq_addr);

@@ -136,7 +136,8 @@ def test_deliver_hands_each_message_to_its_reader_or_queue() -> None:
     bridge = ffi.new("struct lwspy_bridge *")
     loop = asyncio.new_event_loop()
     proto = Bridged()
-    ctx = lws.Context([proto], port=0, host="127.0.0.1")
+    # lws checks no UTF-8 here, so that text that is not UTF-8 reaches C
+    ctx = lws.Context([proto], port=0, host="127.0.0.1", validate_utf8=False)
     try:
         assert lib.lwspy_bridge_init(bridge, ctx._ctx, 0) == 0
         ctx._cx.bridge = bridge
@@ -179,8 +180,13 @@ def test_deliver_hands_each_message_to_its_reader_or_queue() -> None:
             assert reader._messages[-1] == "kept" and reader._getter is None
             assert conn._txq.rx_waiting == 4
 
+            # text that is not UTF-8: no message; Python closes that one (1007)
+            arrive(masked_frame(1, b"\xff\xfe"), waiting=5)
+            assert fast_bridge_deliver(b, by_id) == (reader, False, [reader])
+            assert len(reader._messages) == 4 and conn._txq.rx_waiting == 5
+
             # a connection the loop no longer knows: its messages are dropped
-            arrive(masked_frame(1, b"gone"), masked_frame(1, b"too"), waiting=6)
+            arrive(masked_frame(1, b"gone"), masked_frame(1, b"too"), waiting=7)
             assert fast_bridge_deliver(b, {}) == (None, False, [])
             assert len(reader._messages) == 4
     finally:

@@ -177,9 +177,7 @@ class WebSocket:
         self._getter: asyncio.Future[Message] | None = None
         self._getter_iterating = False
         self._drained: asyncio.Future[None] | None = None
-        self._create_future = self._loop.create_future
         self._closed = self._loop.create_future()
-        self._is_closed = False  # self._closed.done(), without a call per message
         self._pongs: dict[bytes, list[asyncio.Future[float]]] = {}
         self.request: Request | None = None
         self.subprotocol: str | None = None
@@ -269,7 +267,6 @@ class WebSocket:
         self.close_code = code
         self.close_reason = reason
         self._closed.set_result(None)
-        self._is_closed = True
         getter = self._getter
         self._getter = None
         if getter is not None and not getter.done():
@@ -317,7 +314,7 @@ class WebSocket:
         While no message is queued, this returns the future the next one will
         complete, not a coroutine around it: one object less per message.
         """
-        if self._messages or self._is_closed:
+        if self._messages or self._closed.done():
             return self._pop(True)
         return self._wait(True)
 
@@ -335,7 +332,7 @@ class WebSocket:
         getter = self._getter
         if getter is not None and not getter.done():
             raise RuntimeError(f"{self!r}: another coroutine is already waiting for a message")
-        self._getter = getter = self._create_future()
+        self._getter = getter = self._loop.create_future()
         self._getter_iterating = iterating
         return getter
 

@@ -524,6 +524,10 @@ class _Runner:
         self.on_error: Callable[[Connection, str], None] | None = None
         self._thread: threading.Thread | None = None
         self._epfd = -1  # native mode: lws' sockets' epoll instance, watched by the loop
+        # native mode: the WebSocket whose socket's input the loop watches
+        # itself (lwspy_pollset_direct), and that socket
+        self._direct: Connection | None = None
+        self._direct_fd = -1
         self._kicked = False
         self._tick: asyncio.TimerHandle | None = None
         self._thread_error: BaseException | None = None
@@ -604,6 +608,7 @@ class _Runner:
             if self._tick is not None:
                 self._tick.cancel()
             self.loop.remove_reader(self._epfd)  # before close() closes it
+            self._unwatch_direct(True)
             ctx._lws_thread.ident = None
             ctx.close(timeout=0.5)
             self._pull()
@@ -639,8 +644,31 @@ class _Runner:
         ps = ctx._pollset
         if ps.nchanged:
             lib.lwspy_pollset_apply(ctx._ctx, ps)
+            if self._direct is not None and not ps.direct:
+                self._unwatch_direct(False)
         if ps.failed:
             self._pollset_failed(ps)
+
+    def _watch_direct(self, conn: Connection) -> None:
+        """Native mode: the loop watches this WebSocket's input itself, if no
+        other's is (one message in flight: no inner epoll on its way)."""
+        ctx = self.ctx
+        assert ctx is not None
+        fd = lib.lwspy_pollset_direct(ctx._ctx, ctx._pollset, conn._wsi)
+        if fd >= 0:
+            self.loop.add_reader(fd, self._service, -fd - 1)
+            self._direct, self._direct_fd = conn, fd
+
+    def _unwatch_direct(self, tell_c: bool) -> None:
+        """Native mode: the direct socket goes back to the epoll instance (C
+        let go of it already unless ``tell_c``)."""
+        if self._direct is None:
+            return
+        self.loop.remove_reader(self._direct_fd)
+        self._direct, self._direct_fd = None, -1
+        ctx = self.ctx
+        if tell_c and ctx is not None and not ctx.closed:
+            lib.lwspy_pollset_direct(ctx._ctx, ctx._pollset, ffi.NULL)
 
     def _pollset_failed(self, ps: Any) -> None:
         """C closed the connection of a socket it could not watch: tell the loop."""
@@ -671,9 +699,9 @@ class _Runner:
         lib.lwspy_bridge_flush(self._bridge)
 
     def _service(self, poll: int = 0) -> None:
-        """Native mode: service the sockets epoll reports ready (``poll``: the
-        loop found its fd readable), then write what is queued
-        (lwspy_native_service, in C)."""
+        """Native mode: service the sockets epoll reports ready (``poll`` 1: the
+        loop found its fd readable; -(fd + 1): the direct socket is), then
+        write what is queued (lwspy_native_service, in C)."""
         self._kicked = False
         ctx = self.ctx
         if ctx is None or ctx._closed:
@@ -692,6 +720,8 @@ class _Runner:
                     self.kick()
                 if more & 4:
                     self._pollset_failed(ctx._pollset)
+                if more & 8 and not ctx._pollset.direct:  # lws paused its input, or closed it
+                    self._unwatch_direct(False)
         except BaseException as exc:
             self.loop.call_exception_handler({"message": "lws service failed",
                                               "exception": exc})
@@ -772,6 +802,8 @@ class _Runner:
             lib.lwspy_bridge_attach(self._bridge, conn._txq, conn._wsi, conn.id,
                                     min(self.max_queue, 0x7FFFFFFF))
             conn._bridged = True
+            if self._epfd >= 0 and self._direct is None:
+                self._watch_direct(conn)
 
         def drained() -> None:  # lws thread: wake a send() only if one waits
             if ws._drained is not None:
@@ -784,6 +816,8 @@ class _Runner:
 
     def _on_close(self, conn: Connection) -> None:
         self.pending_requests.pop(conn, None)
+        if conn is self._direct:  # lws closes the socket after this
+            self._unwatch_direct(True)
         ws = self.sockets.pop(conn, None)
         if ws is None:
             return

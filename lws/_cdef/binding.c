@@ -218,7 +218,10 @@ struct lwspy_bridge {
  * is itself the one fd the asyncio loop watches. The POLLOUT toggles of every
  * send and every write (one pair per message) are applied to it in C, net,
  * once per service; the loop calls back once for all the sockets that are
- * ready, not once per socket.
+ * ready, not once per socket. One WebSocket at a time (`direct`) has its
+ * input watched by the loop itself instead: with one message in flight that
+ * saves the inner epoll_wait() and the nested epoll's wake-up on every
+ * message (lwspy_pollset_direct).
  */
 struct lwspy_pollset {
     int cap;                /* fds covered by the per-fd arrays */
@@ -238,6 +241,8 @@ struct lwspy_pollset {
     unsigned int gen;       /* counts native services */
     int refuse;             /* tests only: fail this many epoll adds (fault injection) */
     int serving;            /* inside lwspy_native_serve: no write_now */
+    int direct;             /* fd + 1 of the socket whose input the loop watches, or 0 */
+    int undirected;         /* the loop must stop watching that socket (lws paused its input) */
 };
 
 #define LWSPY_AGAIN_MAX 256
@@ -1264,6 +1269,12 @@ lwspy_pollset_note(struct lwspy_pollset *ps, struct lws *wsi, const struct lws_p
         /* a new socket: whatever this number was before, epoll has it no
          * more (a closed fd leaves by itself; EEXIST falls back to MOD) */
         ps->watched[a->fd] = 0;
+    if (gone && a->fd == ps->direct - 1) {
+        /* closed before the loop let go of it (it does so at CLOSED): the
+         * number may come back as another socket in this very service */
+        ps->direct = 0;
+        ps->undirected = 1;
+    }
     if (gone && ps->watched[a->fd]) {
         /* lws may have closed it already (then it left epoll by itself and
          * this fails harmlessly); if not, it must leave now */
@@ -1301,36 +1312,82 @@ lwspy_pollset_ctl(struct lwspy_pollset *ps, int op, int fd, struct epoll_event *
     return epoll_ctl(ps->epfd, op, fd, ev);
 }
 
+/* Gives epoll what lws wants watched for fd now. The direct socket's input
+ * is the loop's to watch: epoll has only its POLLOUT, and once lws stops
+ * wanting its input (flow control, closing) it is an ordinary socket again
+ * and `undirected` tells the loop to stop watching it. A socket epoll
+ * refuses is lost (lwspy_pollset_lost). */
+static void
+lwspy_pollset_sync_fd(struct lws_context *ctx, struct lwspy_pollset *ps, int fd)
+{
+    struct epoll_event ev;
+    unsigned char want = ps->events[fd];
+    int op;
+
+    if (fd == ps->direct - 1) {
+        if (want & 1) {
+            want &= 2;
+        } else {
+            ps->direct = 0;
+            ps->undirected = 1;
+        }
+    }
+    if (want == ps->watched[fd])
+        return;
+    op = !want ? EPOLL_CTL_DEL : ps->watched[fd] ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+    memset(&ev, 0, sizeof(ev));
+    ev.events = ((want & 1) ? EPOLLIN : 0) | ((want & 2) ? EPOLLOUT : 0);
+    ev.data.fd = fd;
+    if (lwspy_pollset_ctl(ps, op, fd, &ev) < 0) {
+        /* an fd number reused behind our back: the other verb */
+        if (op != EPOLL_CTL_DEL &&
+            lwspy_pollset_ctl(ps, op == EPOLL_CTL_ADD ? EPOLL_CTL_MOD : EPOLL_CTL_ADD,
+                              fd, &ev) < 0)
+            lwspy_pollset_lost(ps, wsi_from_fd(ctx, fd));
+    }
+    ps->watched[fd] = want;
+}
+
 /* Gives epoll what lws wants watched now, for the sockets noted since the
  * last call. POLLOUT is still wanted at the end of a service only where the
  * socket is full (others are written without asking, see
- * lwspy_native_serve): epoll watches it drain. A socket epoll refuses is
- * lost (lwspy_pollset_lost). */
+ * lwspy_native_serve): epoll watches it drain. */
 static void
 lwspy_pollset_apply(struct lws_context *ctx, struct lwspy_pollset *ps)
 {
-    struct epoll_event ev;
-    int i, fd, op;
+    int i;
 
     for (i = 0; i < ps->nchanged; i++) {
-        fd = ps->changed[i];
-        ps->listed[fd] = 0;
-        if (ps->events[fd] == ps->watched[fd])
-            continue;
-        op = !ps->events[fd] ? EPOLL_CTL_DEL : ps->watched[fd] ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
-        memset(&ev, 0, sizeof(ev));
-        ev.events = ((ps->events[fd] & 1) ? EPOLLIN : 0) | ((ps->events[fd] & 2) ? EPOLLOUT : 0);
-        ev.data.fd = fd;
-        if (lwspy_pollset_ctl(ps, op, fd, &ev) < 0) {
-            /* an fd number reused behind our back: the other verb */
-            if (op != EPOLL_CTL_DEL &&
-                lwspy_pollset_ctl(ps, op == EPOLL_CTL_ADD ? EPOLL_CTL_MOD : EPOLL_CTL_ADD,
-                                  fd, &ev) < 0)
-                lwspy_pollset_lost(ps, wsi_from_fd(ctx, fd));
-        }
-        ps->watched[fd] = ps->events[fd];
+        ps->listed[ps->changed[i]] = 0;
+        lwspy_pollset_sync_fd(ctx, ps, ps->changed[i]);
     }
     ps->nchanged = 0;
+}
+
+/* Makes wsi's socket the direct one (the loop watches its input and
+ * services it with lwspy_native_service(..., -(fd + 1))): its fd if it now
+ * is, -1 if another one is or lws does not want its input now. With wsi
+ * NULL, the direct socket, if any, goes back to epoll (the loop stopped
+ * watching it); -1. */
+static int
+lwspy_pollset_direct(struct lws_context *ctx, struct lwspy_pollset *ps, struct lws *wsi)
+{
+    int fd;
+
+    if (!wsi) {
+        fd = ps->direct - 1;
+        ps->direct = 0;
+        ps->undirected = 0;
+        if (fd >= 0)
+            lwspy_pollset_sync_fd(ctx, ps, fd);
+        return -1;
+    }
+    fd = lws_get_socket_fd(wsi);
+    if (ps->direct || fd < 0 || fd >= ps->cap || !(ps->events[fd] & 1) || !ps->ep_open)
+        return -1;
+    ps->direct = fd + 1;
+    lwspy_pollset_sync_fd(ctx, ps, fd);
+    return fd;
 }
 
 static void
@@ -1387,7 +1444,15 @@ lwspy_native_serve(struct lws_context *ctx, struct lwspy_pollset *ps, int poll)
     if (!++ps->gen)
         ps->gen = 1; /* 0 is what a new fd has: never this service */
     cx->npartial = 0;
-    n = poll && ps->ep_open ? epoll_wait(ps->epfd, ready, LWSPY_OUT_BATCH, 0) : 0;
+    if (poll < 0) {
+        /* the loop found the direct socket readable (it may have stopped
+         * being direct since: then nothing is read here) */
+        n = ps->direct == -poll;
+        ready[0].data.fd = -poll - 1;
+        ready[0].events = EPOLLIN;
+    } else {
+        n = poll && ps->ep_open ? epoll_wait(ps->epfd, ready, LWSPY_OUT_BATCH, 0) : 0;
+    }
     for (i = 0; i < n; i++) {
         int fd = ready[i].data.fd;
         short want;
@@ -1479,7 +1544,8 @@ lwspy_native_write_now(struct lws_context *ctx, struct lwspy_pollset *ps, struct
 }
 
 /* The above, plus 2 if messages wait in the bridge (lwspy_bridge_take),
- * plus 4 if the pollset failed (no memory, or epoll refused an fd). */
+ * plus 4 if the pollset failed (no memory, or epoll refused an fd), plus 8
+ * if the loop must stop watching the direct socket (lwspy_pollset_direct). */
 static int
 lwspy_native_service(struct lws_context *ctx, struct lwspy_pollset *ps, int poll)
 {
@@ -1494,6 +1560,10 @@ lwspy_native_service(struct lws_context *ctx, struct lwspy_pollset *ps, int poll
         n |= 2;
     if (n >= 0 && ps->failed)
         n |= 4;
+    if (n >= 0 && ps->undirected) {
+        ps->undirected = 0;
+        n |= 8;
+    }
     return n;
 }
 

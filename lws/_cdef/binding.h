@@ -22,6 +22,7 @@ int lwspy_run(struct lws_context *ctx, int *attention);
 int lwspy_native_service(struct lws_context *ctx, struct lwspy_pollset *ps, int poll);
 int lwspy_pollset_open(struct lwspy_pollset *ps);
 void lwspy_pollset_apply(struct lws_context *ctx, struct lwspy_pollset *ps);
+int lwspy_pollset_direct(struct lws_context *ctx, struct lwspy_pollset *ps, struct lws *wsi);
 void lwspy_pollset_free(struct lwspy_pollset *ps);
 extern unsigned long long lwspy_count_writeable;
 int lwspy_sigwake_start(struct lwspy_sigwake *w, struct lws_context *ctx, int *attention);

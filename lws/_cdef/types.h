@@ -155,6 +155,8 @@ struct lwspy_pollset {
     int nchanged;       /* sockets noted since the last lwspy_pollset_apply */
     int failed;         /* no memory (or epoll refused) to track a socket */
     int refuse;         /* tests only: fail this many epoll adds (fault injection) */
+    int direct;         /* fd + 1 of the socket whose input the loop watches, or 0 */
+    unsigned int gen;   /* counts native services */
     ...;
 };
 

@@ -476,8 +476,9 @@ def test_one_socket_watched_by_the_loop_itself(mode: str, run: Any) -> None:
     inner epoll on a lone message's way). It goes back to the epoll instance
     when lws pauses its reads for a slow consumer (else the loop would find
     it readable again and again: the services stay few while it waits), and
-    when it closes; the next connection to open takes its place. Thread mode
-    has none."""
+    when it closes; the next connection to open takes its place. A client
+    from connect() has its own context, and its connection is direct there.
+    Thread mode has none."""
     native = mode == "native"
 
     async def main() -> list[Any]:
@@ -525,14 +526,17 @@ def test_one_socket_watched_by_the_loop_itself(mode: str, run: Any) -> None:
                 seen.append([await slow.recv() for _ in range(61)]
                             == ["hello"] + [f"m{i}" + "." * 1000 for i in range(60)])
                 seen.append(direct())
-            async with ws_connect(f"ws://127.0.0.1:{server.port}/again") as again:
+            async with la.connect(f"ws://127.0.0.1:{server.port}/again", mode=mode) as again:
                 await again.send("y")
                 seen.append(await again.recv())
                 seen.append(direct())
+                # a client's own context: its connection is direct there
+                seen.append(again._runner._direct is again.connection)
         return seen
 
-    assert run(main()) == ([("/slow"), None, True, "x", "/fast", True, None, "y", "/again"]
-                           if native else [None, None, True, "x", None, True, None, "y", None])
+    assert run(main()) == (["/slow", None, True, "x", "/fast", True, None, "y", "/again", True]
+                           if native else
+                           [None, None, True, "x", None, True, None, "y", None, False])
 
 
 def test_ping_request_headers_subprotocol_and_session(mode: str, run: Any) -> None:

@@ -656,7 +656,14 @@ class _Runner:
         assert ctx is not None
         fd = lib.lwspy_pollset_direct(ctx._ctx, ctx._pollset, conn._wsi)
         if fd >= 0:
-            self.loop.add_reader(fd, self._service, -fd - 1)
+            try:
+                self.loop.add_reader(fd, self._service, -fd - 1)
+            except Exception as exc:  # only a shortcut: epoll keeps watching it
+                lib.lwspy_pollset_direct(ctx._ctx, ctx._pollset, ffi.NULL)
+                self.loop.call_exception_handler({
+                    "message": "lws.asyncio: the loop could not watch a socket; lws' epoll "
+                               "instance goes on watching it", "exception": exc})
+                return
             self._direct, self._direct_fd = conn, fd
 
     def _unwatch_direct(self, tell_c: bool) -> None:

@@ -539,6 +539,54 @@ def test_one_socket_watched_by_the_loop_itself(mode: str, run: Any) -> None:
                            [None, None, True, "x", None, True, None, "y", None, False])
 
 
+def test_direct_socket_refused_by_the_loop() -> None:
+    """If the loop cannot watch the direct socket (its add_reader fails),
+    that is reported and the connection goes on through lws' epoll
+    instance; the next one to open gets it. Native mode, on asyncio's own
+    loop (its add_reader can be replaced on the instance); where there is
+    no native mode, serve() says so."""
+    if not lws.features["external_poll"]:
+        with pytest.raises(lws.FeatureUnavailable):
+            la._pick_mode("native")
+        return
+
+    async def main() -> list[Any]:
+        loop = asyncio.get_running_loop()
+        reports: list[dict[str, Any]] = []
+        loop.set_exception_handler(lambda _loop, ctx: reports.append(ctx))
+        real = loop.add_reader
+
+        def refuse(fd: int, callback: Any, *args: Any) -> Any:
+            if args and isinstance(args[0], int) and args[0] < 0:  # the direct socket
+                raise OSError(28, "no room to watch it")
+            return real(fd, callback, *args)
+
+        seen: list[Any] = []
+        async with la.serve(echo, "127.0.0.1", 0, mode="native") as server:
+            loop.add_reader = refuse  # type: ignore[method-assign]
+            try:
+                async with ws_connect(f"ws://127.0.0.1:{server.port}/") as first:
+                    for i in range(3):
+                        await first.send(f"m{i}")
+                        seen.append(await asyncio.wait_for(first.recv(), 10))
+                    seen.append(server._runner._direct)
+            finally:
+                loop.add_reader = real  # type: ignore[method-assign]
+            async with ws_connect(f"ws://127.0.0.1:{server.port}/") as second:
+                await second.send("again")
+                seen.append(await asyncio.wait_for(second.recv(), 10))
+                seen.append(server._runner._direct is server.connections[0].connection)
+        seen.append([str(r["exception"]) for r in reports])
+        return seen
+
+    loop = asyncio.new_event_loop()
+    try:
+        assert loop.run_until_complete(asyncio.wait_for(main(), 60)) == [
+            "m0", "m1", "m2", None, "again", True, ["[Errno 28] no room to watch it"]]
+    finally:
+        loop.close()
+
+
 def test_ping_request_headers_subprotocol_and_session(mode: str, run: Any) -> None:
     class Pss(lws.Struct):
         hits: c.uint32_t

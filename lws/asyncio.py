@@ -21,7 +21,9 @@ says which one is in use:
     (``ADD/DEL/CHANGE_MODE_POLL_FD``, needs an lws built with
     ``LWS_WITH_EXTERNAL_POLL``), C keeps them in an epoll instance and the
     loop watches that one fd, calling lws once for all the sockets that are
-    ready. No extra thread; Linux only (epoll).
+    ready; one WebSocket at a time has its socket watched by the loop
+    directly, which spares a lone message in flight a system call. No extra
+    thread; Linux only (epoll).
 ``"thread"``
     lws runs on a service thread (``Context.run``). Messages cross to the
     loop, and sends back to lws, in C (``lwspy_bridge``: an eventfd the loop

@@ -825,7 +825,7 @@ class _Runner:
 
     def _on_close(self, conn: Connection) -> None:
         self.pending_requests.pop(conn, None)
-        if conn is self._direct:  # lws closes the socket after this
+        if conn is self._direct:  # lws may still read the peer's close frame: back to epoll
             self._unwatch_direct(True)
         ws = self.sockets.pop(conn, None)
         if ws is None:

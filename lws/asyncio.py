@@ -21,7 +21,7 @@ says which one is in use:
     (``ADD/DEL/CHANGE_MODE_POLL_FD``, needs an lws built with
     ``LWS_WITH_EXTERNAL_POLL``), C keeps them in an epoll instance and the
     loop watches that one fd, calling lws once for all the sockets that are
-    ready; one WebSocket at a time has its socket watched by the loop
+    ready; a WebSocket that opens alone has its socket watched by the loop
     directly, which spares a lone message in flight a system call. No extra
     thread; Linux only (epoll).
 ``"thread"``
@@ -811,7 +811,10 @@ class _Runner:
             lib.lwspy_bridge_attach(self._bridge, conn._txq, conn._wsi, conn.id,
                                     min(self.max_queue, 0x7FFFFFFF))
             conn._bridged = True
-            if self._epfd >= 0 and self._direct is None:
+            if self._epfd >= 0 and self._direct is None and len(self.sockets) == 1:
+                # alone (a client, a server with one peer): the case a lone
+                # message in flight is; with many, epoll's batches serve
+                # better, and churn would pay add_reader/remove_reader each
                 self._watch_direct(conn)
 
         def drained() -> None:  # lws thread: wake a send() only if one waits

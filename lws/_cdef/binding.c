@@ -218,10 +218,10 @@ struct lwspy_bridge {
  * is itself the one fd the asyncio loop watches. The POLLOUT toggles of every
  * send and every write (one pair per message) are applied to it in C, net,
  * once per service; the loop calls back once for all the sockets that are
- * ready, not once per socket. One WebSocket at a time (`direct`) has its
- * input watched by the loop itself instead: with one message in flight that
- * saves the inner epoll_wait() and the nested epoll's wake-up on every
- * message (lwspy_pollset_direct).
+ * ready, not once per socket. One WebSocket at a time (`direct`; lws.asyncio
+ * picks one that opened alone) has its input watched by the loop itself
+ * instead: with one message in flight that saves the inner epoll_wait() and
+ * the nested epoll's wake-up on every message (lwspy_pollset_direct).
  */
 struct lwspy_pollset {
     int cap;                /* fds covered by the per-fd arrays */

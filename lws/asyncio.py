@@ -812,9 +812,10 @@ class _Runner:
                                     min(self.max_queue, 0x7FFFFFFF))
             conn._bridged = True
             if self._epfd >= 0 and self._direct is None and len(self.sockets) == 1:
-                # alone (a client, a server with one peer): the case a lone
-                # message in flight is; with many, epoll's batches serve
-                # better, and churn would pay add_reader/remove_reader each
+                # Only alone (a client, a server with one peer), where a lone
+                # message in flight is likely: with many sockets epoll's
+                # batches serve better, and churn would pay add_reader and
+                # remove_reader per connection.
                 self._watch_direct(conn)
 
         def drained() -> None:  # lws thread: wake a send() only if one waits

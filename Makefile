@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV := .venv
 VENV435 := .venv-lws435
 LWS435 := $(CURDIR)/vendor/prefix/lws-4.3.5
-DEBS := libwebsockets-dev libwebsockets-test-server pkg-config gcc make cmake \
+DEBS := libwebsockets-dev libwebsockets-evlib-uv libwebsockets-test-server pkg-config gcc make cmake \
         chromium chromium-driver \
         libssl-dev zlib1g-dev curl
 PYTEST_ARGS ?=

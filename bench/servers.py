@@ -67,8 +67,10 @@ def serve_lws_asyncio(host: str, port: int) -> None:
 
     async def main() -> None:
         # as the peers run: no keepalive pings
+        # LWS_ASYNCIO_MODE: the mode to measure (auto: what the build picks)
+        mode = os.environ.get("LWS_ASYNCIO_MODE", "auto")
         async with lws.asyncio.serve(echo, host, port, max_size=MAX_SIZE,
-                                     ping_interval=None) as server:
+                                     ping_interval=None, mode=mode) as server:
             _ready(server.port, library="lws-cffi", version=lws.__version__,
                    lws=lws.lws_version, mode=server.mode, loop="uvloop")
             await server.serve_forever()

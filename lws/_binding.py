@@ -34,6 +34,7 @@ _module = importlib.import_module("._lws", __package__)
 fast_native_service: Any = _module.fast_native_service
 fast_send: Any = _module.fast_send
 fast_write_now: Any = _module.fast_write_now
+fast_uv_service: Any = _module.fast_uv_service
 fast_bridge_consumed: Any = _module.fast_bridge_consumed
 fast_bridge_deliver: Any = _module.fast_bridge_deliver
 fast_set_deliver: Any = _module.fast_set_deliver
@@ -72,6 +73,7 @@ _FEATURES: dict[str, tuple[str, bool]] = {
     "unix_sockets": ("LWS_UNIX_SOCK", bool(lib.LWSPY_HAS_UNIX_SOCK)),
     "external_poll": ("LWS_WITH_EXTERNAL_POLL", bool(lib.LWSPY_HAS_EXTERNAL_POLL)),
     "custom_headers": ("LWS_WITH_CUSTOM_HEADERS", bool(lib.LWSPY_HAS_CUSTOM_HEADERS)),
+    "libuv": ("LWS_WITH_LIBUV", bool(lib.LWSPY_HAS_LIBUV)),
     "event_lib_custom": ("lws >= 4.3 (info.event_lib_custom)",
                          bool(lib.LWSPY_HAS_EVENT_LIB_CUSTOM)),
     "client": ("LWS_WITHOUT_CLIENT=OFF", bool(lib.LWSPY_HAS_CLIENT)),

@@ -13,8 +13,8 @@
         await ws.send("hi")
         print(await ws.recv())
 
-Two ways to run lws under a loop; :attr:`Server.mode` / :attr:`WebSocket.mode`
-says which one is in use:
+Three ways to run lws under a loop; :attr:`Server.mode` /
+:attr:`WebSocket.mode` says which one is in use:
 
 ``"native"``
     lws runs on the asyncio loop's own thread: lws reports its sockets
@@ -24,15 +24,22 @@ says which one is in use:
     ready; a WebSocket that opens alone has its socket watched by the loop
     directly, which spares a lone message in flight a system call. No extra
     thread; Linux only (epoll).
+``"libuv"``
+    lws runs on its libuv event library (``LWS_WITH_LIBUV``; Debian's 4.1.6
+    has it, with the ``libwebsockets-evlib-uv`` plugin), on a uv loop of
+    the binding's own nested in the asyncio loop: the loop watches libuv's
+    epoll fd (``uv_backend_fd``) and runs ``uv_run(UV_RUN_NOWAIT)`` when it
+    is readable, after sends, and when libuv's next timer is due. No extra
+    thread; Linux. Such a context cannot ``run()``: the loop serves it.
 ``"thread"``
     lws runs on a service thread (``Context.run``). Messages cross to the
     loop, and sends back to lws, in C (``lwspy_bridge``: an eventfd the loop
     watches one way, ``lws_cancel_service()`` the other, once per batch), so
     the service thread runs no Python per message; opening, closing and
-    pongs cross with ``call_soon_threadsafe``. Works with every lws build
-    (Debian's 4.1.6 has no external poll).
+    pongs cross with ``call_soon_threadsafe``. Works with every lws build.
 
-``mode="auto"`` (the default) picks native where the build allows it.
+``mode="auto"`` (the default) picks native where the build allows it, then
+libuv, then thread.
 
 Backpressure: ``send`` waits while more than ``write_limit`` bytes are queued
 on the connection; received messages wait in a queue of at most
@@ -45,6 +52,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import logging
 import threading
 import urllib.parse
@@ -66,6 +74,7 @@ from ._binding import (
     fast_bridge_deliver,
     fast_native_service,
     fast_send,
+    fast_uv_service,
     fast_write_now,
     features,
     ffi,
@@ -102,13 +111,44 @@ _OK_CODES = frozenset({1000, 1001, 1005})
 _TICK = 0.25  # native mode: lws' own timers are serviced at least this often
 
 
+_MODES = ("auto", "native", "libuv", "thread")
+_LIBUV_NEEDS = ("LWS_WITH_LIBUV, and at run time libuv 1 and lws' libuv event library "
+                "(Debian: libwebsockets-evlib-uv)")
+
+
+class _Probe(Protocol):
+    name = "lws-asyncio-probe"
+
+
+@functools.cache
+def _libuv_usable() -> bool:
+    """Whether lws can run on a uv loop here: built with its libuv event
+    library, and both libuv and that plugin load (tried once, on a context
+    with nothing to serve)."""
+    if not features["libuv"]:
+        return False
+    uv = lib.lwspy_uv_new()
+    if uv == NULL:
+        return False
+    try:
+        # no listener; the context owns uv from here, and frees it
+        Context([_Probe()], _uv_loop=uv).close()
+    except LwsError:
+        return False
+    return True
+
+
 def _pick_mode(mode: str) -> str:
-    if mode not in ("auto", "native", "thread"):
-        raise ValueError(f"mode must be 'auto', 'native' or 'thread', not {mode!r}")
+    if mode not in _MODES:
+        raise ValueError(f"mode must be one of {', '.join(map(repr, _MODES))}, not {mode!r}")
     if mode == "auto":
-        return "native" if features["external_poll"] else "thread"
+        if features["external_poll"]:
+            return "native"
+        return "libuv" if _libuv_usable() else "thread"
     if mode == "native" and not features["external_poll"]:
         raise FeatureUnavailable("native asyncio mode", "LWS_WITH_EXTERNAL_POLL")
+    if mode == "libuv" and not _libuv_usable():
+        raise FeatureUnavailable("libuv asyncio mode", _LIBUV_NEEDS)
     return mode
 
 
@@ -163,7 +203,7 @@ class WebSocket:
         self._loop = runner.loop
         self.connection = conn
         self.mode = runner.mode
-        self._native = runner.mode == "native"
+        self._native = runner.on_loop
         # Messages come through the C bridge (_Runner._pull), and C pauses
         # and resumes reading at max_queue, in both modes: a batch may hold
         # many messages, so the pause is decided in C, per message. Either
@@ -364,7 +404,7 @@ class WebSocket:
                     # One message in flight: write the reply now rather than
                     # in the service behind this task (see _pull).
                     runner._solo = None
-                    fast_write_now(*runner._service_args, conn._key)
+                    runner._write_now(*runner._service_args, conn._key)
                 if not runner._kicked:
                     runner.kick()
                 if queued > self._write_limit:
@@ -505,6 +545,8 @@ class _Runner:
     def __init__(self, loop: asyncio.AbstractEventLoop, mode: str, limits: _Limits) -> None:
         self.loop = loop
         self.mode = _pick_mode(mode)
+        # native and libuv modes: lws runs on the loop's own thread
+        self.on_loop = self.mode != "thread"
         self.max_queue = limits.max_queue
         self.write_limit = limits.write_limit
         self.close_timeout = limits.close_timeout
@@ -517,7 +559,12 @@ class _Runner:
         self._bridge: Any = None
         self._bridge_addr = 0
         self._solo: WebSocket | None = None
-        self._service_args = (0, 0)  # native mode: the context's and pollset's addresses
+        # on the loop: the context's address, and the pollset's (native) or
+        # the uv loop's (libuv); the C calls that take them
+        self._service_args = (0, 0)
+        self._service_fn = fast_uv_service if self.mode == "libuv" else fast_native_service
+        self._write_now = self._uv_write_now if self.mode == "libuv" else fast_write_now
+        self._uv_fd = -1  # libuv mode: the uv loop's epoll instance, watched by the loop
         self._by_id: dict[int, WebSocket] = {}
         self.pending_requests: dict[Connection, Request] = {}
         self.on_open: Callable[[WebSocket], None] | None = None
@@ -551,10 +598,15 @@ class _Runner:
 
     def start(self, protocols: list[Protocol], **ctx_options: Any) -> Context:
         native = self.mode == "native"
+        uv = NULL
+        if self.mode == "libuv":
+            uv = lib.lwspy_uv_new()
+            if uv == NULL:
+                raise FeatureUnavailable("libuv asyncio mode", _LIBUV_NEEDS)
         self.ctx = Context(protocols, _native=native, pt_serv_buf_size=self._read_size,
-                           **ctx_options)
+                           _uv_loop=uv if uv != NULL else None, **ctx_options)
         bridge = ffi.new("struct lwspy_bridge *")
-        fd = lib.lwspy_bridge_init(bridge, self.ctx._ctx, 0 if native else 1)
+        fd = lib.lwspy_bridge_init(bridge, self.ctx._ctx, 0 if self.on_loop else 1)
         if fd < 0:
             self.ctx.close()
             raise OSError(ffi.errno, "no eventfd for the lws service thread")
@@ -562,12 +614,19 @@ class _Runner:
         self._bridge_addr = addr(bridge)
         if native:
             self._service_args = (addr(self.ctx._ctx), addr(self.ctx._pollset))
+        elif uv != NULL:
+            self._service_args = (addr(self.ctx._ctx), addr(uv))
         self.ctx._cx.bridge = bridge  # before lws serves anything
-        if native:
+        if self.on_loop:
             self.ctx._lws_thread.ident = threading.get_ident()  # lws lives on this loop
+        if native:
             self._sync()
             self._epfd = lib.lwspy_pollset_open(self.ctx._pollset)
             self.loop.add_reader(self._epfd, self._service, 1)
+            self._schedule_tick(0)
+        elif uv != NULL:
+            self._uv_fd = lib.lwspy_uv_fd(uv)
+            self.loop.add_reader(self._uv_fd, self._service, 1)
             self._schedule_tick(0)
         else:
             self.loop.add_reader(fd, self._pull)
@@ -587,7 +646,7 @@ class _Runner:
     def call(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run ``fn`` where lws lives (now in native mode, on the lws thread otherwise)."""
         assert self.ctx is not None
-        if self.mode == "native":
+        if self.on_loop:
             fn(*args)
         else:
             self.ctx.call_soon_threadsafe(fn, *args)
@@ -606,10 +665,11 @@ class _Runner:
             waits = [asyncio.shield(ws._closed) for ws in self.sockets.values()]
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.gather(*waits), self.close_timeout)
-        if self.mode == "native":
+        if self.on_loop:
             if self._tick is not None:
                 self._tick.cancel()
-            self.loop.remove_reader(self._epfd)  # before close() closes it
+            # before close() closes it
+            self.loop.remove_reader(self._epfd if self.mode == "native" else self._uv_fd)
             self._unwatch_direct(True)
             ctx._lws_thread.ident = None
             ctx.close(timeout=0.5)
@@ -695,13 +755,18 @@ class _Runner:
         """
         if self._kicked:
             return
-        if self.mode == "native":
+        if self.on_loop:
             self._kicked = True
             self.loop.call_soon(self._service)
         elif self._bridge is not None:
             self._kicked = True
             lib.lwspy_bridge_defer(self._bridge)
             self.loop.call_soon(self._flush)
+
+    def _uv_write_now(self, _ctx: int, _loop: int, _wsi: Any) -> None:
+        # libuv mode's write_now: the whole service, now (every write comes
+        # from libuv, see lwspy_uv_service)
+        self._service()
 
     def _flush(self) -> None:
         self._kicked = False
@@ -710,7 +775,8 @@ class _Runner:
     def _service(self, poll: int = 0) -> None:
         """Native mode: service the sockets epoll reports ready (``poll`` 1: the
         loop found its fd readable; -(fd + 1): the direct socket is), then
-        write what is queued (lwspy_native_service, in C)."""
+        write what is queued (lwspy_native_service, in C). libuv mode: the
+        same around one round of the uv loop (lwspy_uv_service)."""
         self._kicked = False
         ctx = self.ctx
         if ctx is None or ctx._closed:
@@ -718,10 +784,12 @@ class _Runner:
         try:
             # C applied lws' poll changes at the end; calls queued on the
             # context may make more (and raise what a handler left pending).
-            more = fast_native_service(*self._service_args, poll)
+            more = self._service_fn(*self._service_args, poll)
             if ctx._calls or ctx._pending is not None:
                 ctx._after_service()
                 self._sync()
+            if more < 0:
+                raise LwsError("lws service failed")
             if more > 0:
                 if more & 2:  # messages came in
                     self._pull()
@@ -757,7 +825,7 @@ class _Runner:
             ws._consumed()
             with contextlib.suppress(ConnectionClosed):
                 ws.connection.close(1007, "invalid UTF-8")
-        if woke or self.mode != "native":
+        if woke or not self.on_loop:
             # Queued after the handlers' wake-ups, so it runs right after them,
             # in the same loop iteration: their answers reach lws together
             # (thread mode: one wake-up of the service thread; native mode: the
@@ -770,19 +838,30 @@ class _Runner:
         self._tick = self.loop.call_later(delay, self._on_tick)
 
     def _on_tick(self) -> None:
-        # A whole lws_service() round: lws' timers, and any socket the
-        # per-fd service missed.
+        # Native mode: a whole lws_service() round, for lws' timers and any
+        # socket the per-fd service missed. libuv mode: a round of the uv
+        # loop, which runs lws' timers, then again when its next one is due.
         ctx = self.ctx
-        if ctx is not None and not ctx.closed:
+        if ctx is None or ctx.closed:
+            return
+        delay = _TICK
+        if self.mode == "libuv":
+            # lws looks at its timers on a socket event (lwspy_uv_rearm)
+            lib.lws_cancel_service(ctx._ctx)
+            self._service(1)
+            due = lib.lwspy_uv_timeout(ctx._uv_loop) if not ctx.closed else -1
+            if due >= 0:
+                delay = min(delay, due / 1000)
+        else:
             lib.lws_service(ctx._ctx, -1)
             self._service()
-        if self.ctx is not None and not self.ctx.closed:
-            self._schedule_tick(_TICK)
+        if not ctx.closed:
+            self._schedule_tick(delay)
 
     # -- events from lws (lws thread in thread mode, loop thread in native mode) --
 
     def _to_loop(self, fn: Callable[..., Any], *args: Any) -> None:
-        if self.mode == "native":
+        if self.on_loop:
             fn(*args)
         else:
             self.loop.call_soon_threadsafe(fn, *args)
@@ -863,7 +942,7 @@ class Server:
 
     @property
     def mode(self) -> str:
-        """``"native"`` (lws on the loop) or ``"thread"`` (lws on a service thread)."""
+        """``"native"`` or ``"libuv"`` (lws on the loop's thread) or ``"thread"``."""
         return self._runner.mode
 
     @property
@@ -952,7 +1031,7 @@ class serve:
     protocols' ``rx_buffer_size``). Bigger takes fewer system calls for big
     messages; each connection's receive buffer is that big (its pages count
     in memory only once a burst that big has arrived on it).
-    ``mode``: ``"auto"``, ``"native"`` or ``"thread"``.
+    ``mode``: ``"auto"``, ``"native"``, ``"libuv"`` or ``"thread"``.
     """
 
     def __init__(self, handler: Handler, host: str | None = "127.0.0.1", port: int = 0, *,
@@ -1063,7 +1142,7 @@ class connect:
         connect_kw: dict[str, Any] = dict(subprotocol=name if self._subprotocols else None,
                           headers=self._headers or None, origin=self._origin)
         try:
-            if runner.mode == "native":
+            if runner.on_loop:
                 ctx.connect(self._uri, proto, **connect_kw)
                 runner.kick()
             else:

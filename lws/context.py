@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections
 import itertools
 import logging
+import select
 import signal
 import threading
 import time
@@ -181,9 +182,13 @@ class Context:
         keepalive_timeout: int = DEFAULT_KEEPALIVE_TIMEOUT,
         pt_serv_buf_size: int = 0,
         _native: bool = False,
+        _uv_loop: Any = None,
     ) -> None:
         self._ctx: Any = NULL
         self._event_pipe = -1
+        # lws.asyncio's libuv mode: lws runs on this uv loop (lwspy_uv_new),
+        # which the asyncio loop drives; the context owns it from here on.
+        self._uv_loop: Any = _uv_loop
         # lws.asyncio's native mode: C keeps the sockets lws wants watched
         # (ADD/DEL/CHANGE_MODE_POLL_FD) in this pollset's epoll instance,
         # the one fd the loop watches.
@@ -218,6 +223,8 @@ class Context:
         self._cx.handle = self._handle
         if self._pollset is not None:
             self._cx.pollset = self._pollset
+        if _uv_loop is not None:
+            self._cx.uv_loop = _uv_loop
 
         info = ffi.new("struct lws_context_creation_info *")
         lib.lwspy_info_init(info)
@@ -230,6 +237,10 @@ class Context:
         if validate_utf8:
             info.options |= lib.LWS_SERVER_OPTION_VALIDATE_UTF8
         info.user = self._cx
+        if _uv_loop is not None:
+            info.options |= lib.LWS_SERVER_OPTION_LIBUV
+            self._foreign_loops = ffi.new("void *[1]", [_uv_loop])
+            info.foreign_loops = self._foreign_loops
         # lws reads and sends at most this much per socket event (0: 4096).
         info.pt_serv_buf_size = pt_serv_buf_size
         self._io_size = pt_serv_buf_size or 4096
@@ -473,6 +484,9 @@ class Context:
         stops the loop and is re-raised here.
         """
         self._check_open()
+        if self._uv_loop is not None:
+            raise LwsError("this Context runs on lws.asyncio's uv loop: the asyncio loop "
+                           "serves it")
         with self._owning():
             try:
                 attention = self._attention
@@ -500,7 +514,9 @@ class Context:
         """
         self._check_open()
         with self._owning():
-            if timeout is not None and timeout <= 0:
+            if self._uv_loop is not None:
+                self._uv_service(timeout)
+            elif timeout is not None and timeout <= 0:
                 lib.lws_service(self._ctx, -1)
             elif timeout is None:
                 lib.lws_service(self._ctx, 0)
@@ -513,6 +529,21 @@ class Context:
                 finally:
                     lib.lwspy_timer_cancel(self._ctx, self._wake)
             self._after_service()
+
+    def _uv_service(self, timeout: float | None) -> None:
+        # lws_service() would run the uv loop until it has no handles left:
+        # wait for its epoll instance (or its next timer), then one round.
+        uv = self._uv_loop
+        due = lib.lwspy_uv_timeout(uv)
+        wait = -1 if timeout is None else max(0, int(timeout * 1000))
+        if due >= 0 and (wait < 0 or due < wait):
+            wait = due
+        if wait:
+            poller = select.poll()
+            poller.register(lib.lwspy_uv_fd(uv), select.POLLIN)
+            poller.poll(wait)
+        if lib.lwspy_uv_service(self._ctx, uv, 1) < 0:
+            raise LwsError("lws service failed")
 
     def _owning(self) -> _Owning:
         return _Owning(self)
@@ -790,7 +821,13 @@ class Context:
         if self._ctx != NULL:
             self._lws_thread.ident = threading.get_ident()
             try:
-                lib.lws_context_destroy(self._ctx)
+                if self._uv_loop is not None:
+                    # the context, then its uv loop (lws needs the loop to close)
+                    uv, self._uv_loop = self._uv_loop, None
+                    if lib.lwspy_uv_free(self._ctx, uv):
+                        logger.warning("lws left uv handles open: its uv loop is leaked")
+                else:
+                    lib.lws_context_destroy(self._ctx)
             finally:
                 self._lws_thread.ident = None
                 _eventpipe.close_leftover(self._event_pipe)
@@ -803,6 +840,9 @@ class Context:
         self._release()
 
     def _release(self) -> None:
+        if self._uv_loop is not None:  # lws_create_context() failed
+            lib.lwspy_uv_free(NULL, self._uv_loop)
+            self._uv_loop = None
         if self._pollset is not None:
             lib.lwspy_pollset_free(self._pollset)  # lws is gone: no more POLL_FD reasons
         for p in self._protocols:

@@ -29,7 +29,10 @@ import lws.asyncio as la
 from lws import c
 from lws._binding import lib
 
-MODES = ["native", "thread"] if lws.features["external_poll"] else ["thread"]
+# Every mode this build has: native where lws has external poll, libuv where
+# it has its libuv event library (Debian's 4.1.6), thread always.
+MODES = ((["native"] if lws.features["external_poll"] else [])
+         + (["libuv"] if la._libuv_usable() else []) + ["thread"])
 LOOPS = {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
 
 
@@ -59,12 +62,71 @@ async def echo(ws: la.WebSocket) -> None:
 
 
 def test_auto_mode_follows_the_build() -> None:
-    assert la._pick_mode("auto") == ("native" if lws.features["external_poll"] else "thread")
+    """auto: native with external poll, else libuv where lws has its libuv
+    event library, else thread. An lws built with libuv whose plugin or
+    libuv does not load is a broken install here (Debian's
+    libwebsockets-dev depends on libwebsockets-evlib-uv): it fails."""
+    if lws.features["libuv"]:
+        assert la._libuv_usable(), "install libwebsockets-evlib-uv (lws' libuv plugin)"
+    expected = ("native" if lws.features["external_poll"]
+                else "libuv" if lws.features["libuv"] else "thread")
+    assert la._pick_mode("auto") == expected
     if not lws.features["external_poll"]:
         with pytest.raises(lws.FeatureUnavailable, match="LWS_WITH_EXTERNAL_POLL"):
             la._pick_mode("native")
-    with pytest.raises(ValueError):
+    if not lws.features["libuv"]:
+        with pytest.raises(lws.FeatureUnavailable, match="LWS_WITH_LIBUV"):
+            la._pick_mode("libuv")
+    with pytest.raises(ValueError, match="'libuv'"):
         la._pick_mode("fast")
+
+
+def test_libuv_mode_runs_lws_timers_on_the_loop(run: Any) -> None:
+    """libuv mode: lws runs on a uv loop nested in the asyncio loop, no
+    thread. lws' own timers (here Context.call_later, an lws sul) fire on
+    time under it, during traffic and when idle; a server-side close sends
+    its code (lws 4.1's debug build would drop it, see
+    lwspy_uv_close_later). Where lws has no libuv, the mode says so."""
+    if not lws.features["libuv"]:
+        with pytest.raises(lws.FeatureUnavailable):
+            la._pick_mode("libuv")
+        return
+
+    async def handler(ws: la.WebSocket) -> None:
+        async for message in ws:
+            if message == "bye":
+                await ws.close(4002, "bye")
+            else:
+                await ws.send(message)
+
+    async def main() -> tuple[list[Any], float, int, int]:
+        threads = threading.active_count()
+        loop = asyncio.get_running_loop()
+        got: list[Any] = []
+        async with la.serve(handler, "127.0.0.1", 0, mode="libuv") as server:
+            fired = loop.create_future()
+            start = loop.time()
+            server.context.call_later(0.05, lambda: fired.set_result(loop.time() - start))
+            async with ws_connect(f"ws://127.0.0.1:{server.port}/") as ws:
+                for i in range(20):
+                    await ws.send(str(i))
+                    got.append(await ws.recv())
+                late = await asyncio.wait_for(fired, 5)
+                idle = loop.create_future()
+                server.context.call_later(0.1, lambda: idle.set_result(None))
+                await asyncio.wait_for(idle, 5)
+                await ws.send("bye")
+                with pytest.raises(websockets.ConnectionClosedError):  # 4002 is not OK to it
+                    await ws.recv()
+                code = ws.close_code
+            running = threading.active_count()
+        return got, late, code or 0, running - threads
+
+    got, late, code, extra_threads = run(main())
+    assert got == [str(i) for i in range(20)]
+    assert 0.04 <= late < 1.0
+    assert code == 4002
+    assert extra_threads == 0
 
 
 def test_echo_round_trips(mode: str, run: Any) -> None:
@@ -643,14 +705,14 @@ def test_a_socket_epoll_refuses_costs_that_connection_only(mode: str, run: Any) 
     connection is closed and the loop's exception handler hears of it once;
     open connections and new ones go on. The refusal is injected: the
     pollset's ``refuse`` counter fails its next epoll add, and the real
-    fallback (epoll's other verb) fails after it. Thread mode has no pollset."""
+    fallback (epoll's other verb) fails after it. The other modes have no pollset."""
     async def main() -> tuple[list[Any], list[str]]:
         reports: list[Any] = []
         asyncio.get_running_loop().set_exception_handler(lambda _, c: reports.append(c))
         echoed: list[str] = []
         async with la.serve(echo, "127.0.0.1", 0, mode=mode) as server:
             ps = server.context._pollset
-            if mode == "thread":
+            if mode != "native":
                 assert ps is None
                 return reports, echoed
             url = f"ws://127.0.0.1:{server.port}/"
@@ -673,7 +735,7 @@ def test_a_socket_epoll_refuses_costs_that_connection_only(mode: str, run: Any) 
         return reports, echoed
 
     reports, echoed = run(main())
-    if mode == "thread":
+    if mode != "native":
         assert (reports, echoed) == ([], [])
         return
     assert echoed == ["a1", "a2", "c1"]

@@ -1,6 +1,7 @@
 /* The binding's C side: as small as it can be. */
 
 #include <libwebsockets.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -252,6 +253,7 @@ struct lwspy_ctx {
     void *handle;                   /* the Python Context (ffi.new_handle) */
     struct lwspy_pollset *pollset;  /* native mode only */
     struct lwspy_bridge *bridge;    /* thread mode only */
+    void *uv_loop;                  /* libuv mode only: the uv loop lws runs on */
     /* While lwspy_run() runs: the sockets that asked for WRITEABLE right
      * after a complete write in this round (see lwspy_run). */
     int again_on;
@@ -311,6 +313,13 @@ static const int LWSPY_HAS_EXTERNAL_POLL = 0;
 static const int LWSPY_HAS_CUSTOM_HEADERS = 1;
 #else
 static const int LWSPY_HAS_CUSTOM_HEADERS = 0;
+#endif
+#if defined(LWS_WITH_LIBUV) && __has_include(<uv.h>)
+#include <uv.h>
+#define LWSPY_WITH_LIBUV 1
+static const int LWSPY_HAS_LIBUV = 1;
+#else
+static const int LWSPY_HAS_LIBUV = 0;
 #endif
 #if LWS_LIBRARY_VERSION_NUMBER >= 4003000
 static const int LWSPY_HAS_EVENT_LIB_CUSTOM = 1;
@@ -1568,14 +1577,202 @@ lwspy_native_service(struct lws_context *ctx, struct lwspy_pollset *ps, int poll
 }
 
 /*
+ * lws.asyncio's libuv mode: lws built with its libuv event library (Debian's
+ * 4.1.6, which has no external poll) runs on a uv loop of ours, and that
+ * loop is nested in the asyncio loop the way libuv allows embedding: the
+ * asyncio loop watches uv_backend_fd() (libuv's epoll instance) and calls
+ * uv_run(UV_RUN_NOWAIT) when it is readable or uv_backend_timeout() is due.
+ * libuv is found at run time (dlopen, the soname lws' evlib plugin links),
+ * so the package needs neither its headers nor a link to it. Never
+ * lws_service() on such a context: lws would run the uv loop until it has
+ * no handles left.
+ */
+#define LWSPY_UV_RUN_NOWAIT 2  /* uv_run_mode, stable across libuv 1.x */
+
+/* Whether libuv holds watcher changes it has not given its epoll instance
+ * yet: it applies them only inside uv_run(), so until then a new socket is
+ * not watched at all. uv_loop_t's layout is part of libuv 1's ABI. */
+static int
+lwspy_uv_dirty(void *loop)
+{
+#if defined(LWSPY_WITH_LIBUV)
+    uv_loop_t *l = (uv_loop_t *)loop;
+
+    return l->watcher_queue[0] != (void *)&l->watcher_queue;
+#else
+    (void)loop;
+    return 1;
+#endif
+}
+
+static struct {
+    int tried;
+    size_t (*loop_size)(void);
+    int (*loop_init)(void *);
+    int (*loop_close)(void *);
+    int (*loop_alive)(const void *);
+    int (*run)(void *, int);
+    int (*backend_fd)(const void *);
+    int (*backend_timeout)(const void *);
+} lwspy_uv;
+
+static int
+lwspy_uv_load(void)
+{
+    void *h;
+
+    if (lwspy_uv.tried)
+        return lwspy_uv.run ? 0 : -1;
+    lwspy_uv.tried = 1;
+    h = dlopen("libuv.so.1", RTLD_NOW | RTLD_LOCAL);
+    if (!h)
+        return -1;
+    *(void **)&lwspy_uv.loop_size = dlsym(h, "uv_loop_size");
+    *(void **)&lwspy_uv.loop_init = dlsym(h, "uv_loop_init");
+    *(void **)&lwspy_uv.loop_close = dlsym(h, "uv_loop_close");
+    *(void **)&lwspy_uv.loop_alive = dlsym(h, "uv_loop_alive");
+    *(void **)&lwspy_uv.backend_fd = dlsym(h, "uv_backend_fd");
+    *(void **)&lwspy_uv.backend_timeout = dlsym(h, "uv_backend_timeout");
+    if (!lwspy_uv.loop_size || !lwspy_uv.loop_init || !lwspy_uv.loop_close ||
+        !lwspy_uv.loop_alive || !lwspy_uv.backend_fd || !lwspy_uv.backend_timeout)
+        return -1;
+    *(void **)&lwspy_uv.run = dlsym(h, "uv_run");  /* last: it says all are there */
+    return lwspy_uv.run ? 0 : -1;
+}
+
+/* A new uv loop (malloc'd uv_loop_t), or NULL if libuv is not there. */
+static void *
+lwspy_uv_new(void)
+{
+    void *loop;
+
+    if (lwspy_uv_load())
+        return NULL;
+    loop = calloc(1, lwspy_uv.loop_size());
+    if (loop && lwspy_uv.loop_init(loop)) {
+        free(loop);
+        loop = NULL;
+    }
+    return loop;
+}
+
+static int
+lwspy_uv_fd(void *loop)
+{
+    return lwspy_uv.backend_fd(loop);
+}
+
+/* ms until the uv loop wants to run (its next timer; 0: now), -1 for never. */
+static int
+lwspy_uv_timeout(void *loop)
+{
+    return lwspy_uv.backend_timeout(loop);
+}
+
+static int
+lwspy_uv_run(void *loop)
+{
+    return lwspy_uv.run(loop, LWSPY_UV_RUN_NOWAIT);
+}
+
+/* Destroys ctx (if not NULL) and then its uv loop. lws closes its uv handles
+ * asynchronously, so the loop runs until none is left (bounded); lws before
+ * 4.2 then needs lws_context_destroy() once more to free the context (later
+ * versions do that from the last handle's close callback). 0 if the loop
+ * closed. */
+static int
+lwspy_uv_free(struct lws_context *ctx, void *loop)
+{
+    int i, ret;
+
+    if (ctx)
+        lws_context_destroy(ctx);
+    for (i = 0; i < 1000 && lwspy_uv.loop_alive(loop); i++)
+        lwspy_uv.run(loop, LWSPY_UV_RUN_NOWAIT);
+#if LWS_LIBRARY_VERSION_NUMBER < 4002000
+    if (ctx)
+        lws_context_destroy(ctx);
+#endif
+    ret = lwspy_uv.loop_close(loop);
+    if (!ret)
+        free(loop);  /* else leaked rather than freed under live handles */
+    return ret;
+}
+
+/*
+ * libuv mode's service: uv_run(UV_RUN_NOWAIT) (libuv applies the watcher
+ * changes lws made since, epoll_waits, then calls lws for the ready
+ * sockets), whether or not the loop found libuv's fd readable (`poll`, as
+ * native mode's: unused), and again while libuv holds watcher changes (a
+ * new socket, a WRITEABLE asked for) or wants to run now (lws' idle
+ * handle, which lws starts after each socket event to run its timers and
+ * forced service), up to 8 times. Every lws_service_fd() comes from libuv:
+ * a call of our own would leave lws' idle handle, and so its timers,
+ * unscheduled. What the loop asked for through the bridge (resumed reads)
+ * is served first. 1 if lws wants service again at once (buffered input),
+ * plus 2 if messages wait in the bridge.
+ */
+static int
+lwspy_uv_service(struct lws_context *ctx, void *loop, int poll)
+{
+    struct lwspy_ctx *cx = (struct lwspy_ctx *)lws_context_user(ctx); /* always set */
+    int i, n, woke = 0;
+
+    (void)poll;
+    if (cx->bridge)
+        lwspy_bridge_serve(cx->bridge);
+    for (i = 0; i < 8; i++) {
+        lwspy_uv.run(loop, LWSPY_UV_RUN_NOWAIT);
+        if (lwspy_uv_dirty(loop) || !lwspy_uv.backend_timeout(loop))
+            continue;
+        /* lws holds input it has not delivered (rx resumed from the loop,
+         * inflated data): only its idle handle serves that, and only a
+         * socket event starts it. Its event pipe is one. */
+        if (woke || lws_service_adjust_timeout(ctx, 1, 0))
+            break;
+        woke = 1;
+        lws_cancel_service(ctx);
+    }
+    n = !lws_service_adjust_timeout(ctx, 1, 0);
+    if (cx->bridge && cx->bridge->in.count)
+        n |= 2;
+    return n;
+}
+
+/*
+ * libuv mode, a callback's nonzero return on a WebSocket: lws built with
+ * _DEBUG (Debian's 4.1.6 is) closes the connection a second time right
+ * after the first close under libuv ("uv repeat test" in lws_service_fd),
+ * which drops it before the close frame lws_close_reason() prepared is
+ * sent. The close starts from lws' timer instead (an asynchronous kill):
+ * lws then sends that close frame and waits for the peer's, as it would
+ * have. Until then nothing more is delivered or written (`close_sent`).
+ */
+static int
+lwspy_uv_close_later(struct lws *wsi)
+{
+    struct lwspy_txq *q = (struct lwspy_txq *)lws_get_opaque_user_data(wsi);
+
+    if (q) {
+        pthread_mutex_lock(&q->mu);
+        if (!q->close_code)
+            q->close_code = LWS_CLOSE_STATUS_NOSTATUS;
+        q->close_sent = 1;
+        pthread_mutex_unlock(&q->mu);
+    }
+    lws_set_timer_usecs(wsi, 0);
+    return 0;
+}
+
+/*
  * Every protocol's callback. A reason enters Python only if the protocol's
  * handlers want it or the binding's bookkeeping needs it; everything else
  * gets lws' default handling without touching Python. Queued sends are
  * written here, in C.
  */
 static int
-lwspy_trampoline(struct lws *wsi, enum lws_callback_reasons reason,
-                 void *user, void *in, size_t len)
+lwspy_dispatch(struct lws *wsi, enum lws_callback_reasons reason,
+               void *user, void *in, size_t len)
 {
     const struct lws_protocols *p = lws_get_protocol(wsi);
     struct lwspy_proto *pp = p ? (struct lwspy_proto *)p->user : NULL;
@@ -1637,6 +1834,34 @@ lwspy_trampoline(struct lws *wsi, enum lws_callback_reasons reason,
         }
     }
     return lws_callback_http_dummy(wsi, reason, user, in, len);
+}
+
+static int
+lwspy_trampoline(struct lws *wsi, enum lws_callback_reasons reason,
+                 void *user, void *in, size_t len)
+{
+    int n;
+
+    if (reason == LWS_CALLBACK_TIMER) {
+        struct lwspy_txq *q = (struct lwspy_txq *)lws_get_opaque_user_data(wsi);
+        struct lws_context *lc = lws_get_context(wsi);
+        struct lwspy_ctx *cx = lc ? (struct lwspy_ctx *)lws_context_user(lc) : NULL;
+
+        if (q && cx && cx->uv_loop && q->close_sent)
+            return -1;
+    }
+    n = lwspy_dispatch(wsi, reason, user, in, len);
+
+    if (n && (reason == LWS_CALLBACK_RECEIVE || reason == LWS_CALLBACK_CLIENT_RECEIVE ||
+              reason == LWS_CALLBACK_SERVER_WRITEABLE ||
+              reason == LWS_CALLBACK_CLIENT_WRITEABLE)) {
+        struct lws_context *lc = lws_get_context(wsi);
+        struct lwspy_ctx *cx = lc ? (struct lwspy_ctx *)lws_context_user(lc) : NULL;
+
+        if (cx && cx->uv_loop)
+            return lwspy_uv_close_later(wsi);
+    }
+    return n;
 }
 
 static lws_callback_function *
@@ -1804,15 +2029,33 @@ lwspy_wake_cb(lws_sorted_usec_list_t *sul)
 }
 
 static void
+lwspy_uv_rearm(struct lws_context *ctx);
+
+static void
 lwspy_timer_schedule(struct lws_context *ctx, struct lwspy_timer *t, lws_usec_t us)
 {
     lws_sul_schedule(ctx, 0, &t->sul, lwspy_timer_cb, us);
+    lwspy_uv_rearm(ctx);
 }
 
 static void
 lwspy_wake_schedule(struct lws_context *ctx, struct lwspy_timer *t, lws_usec_t us)
 {
     lws_sul_schedule(ctx, 0, &t->sul, lwspy_wake_cb, us);
+    lwspy_uv_rearm(ctx);
+}
+
+/* libuv mode: lws 4.1 sets its uv timer to its next timer only from the idle
+ * handle it starts after a socket event, so a timer scheduled from the loop
+ * would wait for the next traffic. Waking lws (its event pipe is a socket
+ * event) has it look at its timers again. */
+static void
+lwspy_uv_rearm(struct lws_context *ctx)
+{
+    struct lwspy_ctx *cx = (struct lwspy_ctx *)lws_context_user(ctx);
+
+    if (cx && cx->uv_loop)
+        lws_cancel_service(ctx);
 }
 
 static void

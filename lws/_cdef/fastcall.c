@@ -34,24 +34,53 @@ lwspy_fast_nargs(Py_ssize_t nargs, Py_ssize_t n, const char *name)
     return 0;
 }
 
-/* native_service(ctx, pollset, poll) -> int, as lwspy_native_service */
-static PyObject *
-lwspy_fast_native_service(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+/* The per-service calls take (ctx, pollset or uv loop, third): the first two
+ * non-NULL pointers; 0 with an exception set if not. */
+static int
+lwspy_fast_service_args(PyObject *const *args, Py_ssize_t nargs, const char *name,
+                        void **ctx, void **driver)
 {
-    void *ctx, *ps;
+    if (!lwspy_fast_nargs(nargs, 3, name) || !lwspy_fast_arg_ptr(args, 0, ctx) ||
+        !lwspy_fast_arg_ptr(args, 1, driver))
+        return 0;
+    if (*ctx && *driver)
+        return 1;
+    PyErr_Format(PyExc_ValueError, "%s: NULL pointer", name);
+    return 0;
+}
+
+/* native_service(ctx, pollset, poll) -> int, as lwspy_native_service;
+ * uv_service(ctx, uv loop, poll) -> int, as lwspy_uv_service */
+static PyObject *
+lwspy_fast_service(PyObject *const *args, Py_ssize_t nargs, int uv)
+{
+    void *ctx, *driver;
     long poll;
 
-    (void)self;
-    if (!lwspy_fast_nargs(nargs, 3, "native_service") ||
-        !lwspy_fast_arg_ptr(args, 0, &ctx) || !lwspy_fast_arg_ptr(args, 1, &ps))
+    if (!lwspy_fast_service_args(args, nargs, uv ? "uv_service" : "native_service", &ctx,
+                                 &driver))
         return NULL;
     poll = PyLong_AsLong(args[2]);
     if (poll == -1 && PyErr_Occurred())
         return NULL;
-    if (!ctx || !ps)
-        return PyErr_Format(PyExc_ValueError, "native_service: NULL pointer");
+    if (uv)
+        return PyLong_FromLong(lwspy_uv_service((struct lws_context *)ctx, driver, (int)poll));
     return PyLong_FromLong(lwspy_native_service((struct lws_context *)ctx,
-                                                (struct lwspy_pollset *)ps, (int)poll));
+                                                (struct lwspy_pollset *)driver, (int)poll));
+}
+
+static PyObject *
+lwspy_fast_native_service(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)self;
+    return lwspy_fast_service(args, nargs, 0);
+}
+
+static PyObject *
+lwspy_fast_uv_service(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)self;
+    return lwspy_fast_service(args, nargs, 1);
 }
 
 /* write_now(ctx, pollset, wsi) -> int, as lwspy_native_write_now */
@@ -61,12 +90,9 @@ lwspy_fast_write_now(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     void *ctx, *ps, *wsi;
 
     (void)self;
-    if (!lwspy_fast_nargs(nargs, 3, "write_now") ||
-        !lwspy_fast_arg_ptr(args, 0, &ctx) || !lwspy_fast_arg_ptr(args, 1, &ps) ||
+    if (!lwspy_fast_service_args(args, nargs, "write_now", &ctx, &ps) ||
         !lwspy_fast_arg_ptr(args, 2, &wsi))
         return NULL;
-    if (!ctx || !ps)
-        return PyErr_Format(PyExc_ValueError, "write_now: NULL pointer");
     return PyLong_FromLong(lwspy_native_write_now((struct lws_context *)ctx,
                                                   (struct lwspy_pollset *)ps,
                                                   (struct lws *)wsi));
@@ -342,6 +368,7 @@ static PyMethodDef lwspy_fast_methods[] = {
      NULL},
     {"send", (PyCFunction)(void (*)(void))lwspy_fast_send, METH_FASTCALL, NULL},
     {"write_now", (PyCFunction)(void (*)(void))lwspy_fast_write_now, METH_FASTCALL, NULL},
+    {"uv_service", (PyCFunction)(void (*)(void))lwspy_fast_uv_service, METH_FASTCALL, NULL},
     {"bridge_consumed", lwspy_fast_bridge_consumed, METH_O, NULL},
     {"bridge_deliver", (PyCFunction)(void (*)(void))lwspy_fast_bridge_deliver, METH_FASTCALL,
      NULL},

@@ -72,6 +72,7 @@ struct lws_context_creation_info {
     unsigned int fd_limit_per_thread;
     int ka_time;
     int keepalive_timeout;
+    void **foreign_loops;
     ...;
 };
 
@@ -183,5 +184,6 @@ struct lwspy_ctx {
     void *handle;
     struct lwspy_pollset *pollset;
     struct lwspy_bridge *bridge;
+    void *uv_loop;
     ...;
 };

@@ -428,8 +428,9 @@ def main(argv: list[str] | None = None) -> int:
             "lws_cffi": info["lws_cffi"],
             "commit": git + (" + uncommitted changes in lws/" if dirty else ""),
             "lws_versions": {rt.label: rt.info["lws"] for rt in runtimes},
-            "asyncio_mode": {rt.label: ("native" if rt.info["external_poll"] else "thread")
-                             for rt in runtimes},
+            # as the servers reported it (LWS_ASYNCIO_MODE picks one; auto otherwise)
+            "asyncio_mode": {s.runtime.label: s.info.get("mode") for s in servers
+                             if s.name == "lws-asyncio"},
             "peers": {p: info.get(p) for p in (*PEERS, "uvloop")},
             "runs": args.runs, "duration_s": args.duration, "warmup_s": args.warmup,
             "primary": primary, "server_core": harness.SERVER_CORE,

@@ -62,15 +62,13 @@ async def echo(ws: la.WebSocket) -> None:
 
 
 def test_auto_mode_follows_the_build() -> None:
-    """auto: native with external poll, else libuv where lws has its libuv
-    event library, else thread. An lws built with libuv whose plugin or
-    libuv does not load is a broken install here (Debian's
-    libwebsockets-dev depends on libwebsockets-evlib-uv): it fails."""
+    """auto: native with external poll, else thread (libuv is opt-in). An
+    lws built with libuv whose plugin or libuv does not load is a broken
+    install here (Debian's libwebsockets-dev depends on
+    libwebsockets-evlib-uv): it fails."""
     if lws.features["libuv"]:
         assert la._libuv_usable(), "install libwebsockets-evlib-uv (lws' libuv plugin)"
-    expected = ("native" if lws.features["external_poll"]
-                else "libuv" if lws.features["libuv"] else "thread")
-    assert la._pick_mode("auto") == expected
+    assert la._pick_mode("auto") == ("native" if lws.features["external_poll"] else "thread")
     if not lws.features["external_poll"]:
         with pytest.raises(lws.FeatureUnavailable, match="LWS_WITH_EXTERNAL_POLL"):
             la._pick_mode("native")

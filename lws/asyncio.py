@@ -39,8 +39,8 @@ Three ways to run lws under a loop; :attr:`Server.mode` /
     pongs cross with ``call_soon_threadsafe``. Works with every lws build.
 
 ``mode="auto"`` (the default) picks native where the build allows it, else
-thread; libuv mode is opt-in for now (faster than thread mode one message
-at a time, much slower with many in flight: docs/asyncio.md).
+thread; libuv mode is opt-in (faster than thread mode with few
+connections, slower with many: docs/asyncio.md).
 
 Backpressure: ``send`` waits while more than ``write_limit`` bytes are queued
 on the connection; received messages wait in a queue of at most
@@ -143,8 +143,8 @@ def _pick_mode(mode: str) -> str:
     if mode not in _MODES:
         raise ValueError(f"mode must be one of {', '.join(map(repr, _MODES))}, not {mode!r}")
     if mode == "auto":
-        # libuv mode is opt-in: with 16 messages in flight it still serves
-        # far fewer than thread mode (docs/asyncio.md)
+        # libuv mode is opt-in: with many connections it serves fewer
+        # messages than thread mode (docs/asyncio.md)
         return "native" if features["external_poll"] else "thread"
     if mode == "native" and not features["external_poll"]:
         raise FeatureUnavailable("native asyncio mode", "LWS_WITH_EXTERNAL_POLL")

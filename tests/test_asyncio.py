@@ -127,6 +127,34 @@ def test_libuv_mode_runs_lws_timers_on_the_loop(run: Any) -> None:
     assert extra_threads == 0
 
 
+def test_libuv_mode_writes_a_queue_in_one_writeable(run: Any) -> None:
+    """libuv mode: queued messages of a server connection go out several per
+    WRITEABLE (each WRITEABLE asked for costs lws' libuv plugin epoll_ctl
+    calls), in order and whole; thread mode asks for one per message."""
+    if not lws.features["libuv"]:
+        with pytest.raises(lws.FeatureUnavailable):
+            la._pick_mode("libuv")
+        return
+
+    async def one(mode: str) -> tuple[bool, int]:
+        async with la.serve(echo, "127.0.0.1", 0, mode=mode) as server:
+            async with ws_connect(f"ws://127.0.0.1:{server.port}/") as ws:
+                sent = [f"{i}:".encode() * (i + 1) for i in range(64)]
+                before = lib.lwspy_count_writeable
+                for m in sent:
+                    await ws.send(m)
+                got = [await ws.recv() for _ in sent]
+                return got == sent, lib.lwspy_count_writeable - before
+
+    async def main() -> list[tuple[bool, int]]:
+        return [await one("libuv"), await one("thread")]
+
+    (uv_ok, uv_writeables), (thr_ok, thr_writeables) = run(main())
+    assert uv_ok and thr_ok
+    assert thr_writeables >= 64
+    assert uv_writeables < 48, uv_writeables
+
+
 def test_echo_round_trips(mode: str, run: Any) -> None:
     async def main() -> list[Any]:
         got: list[Any] = []

@@ -28,7 +28,6 @@ void lwspy_pollset_free(struct lwspy_pollset *ps);
 void *lwspy_uv_new(void);
 int lwspy_uv_fd(void *loop);
 int lwspy_uv_timeout(void *loop);
-int lwspy_uv_run(void *loop);
 int lwspy_uv_free(struct lws_context *ctx, void *loop);
 int lwspy_uv_service(struct lws_context *ctx, void *loop, int poll);
 extern unsigned long long lwspy_count_writeable;

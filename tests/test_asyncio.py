@@ -127,6 +127,42 @@ def test_libuv_mode_runs_lws_timers_on_the_loop(run: Any) -> None:
     assert extra_threads == 0
 
 
+def test_libuv_mode_context_is_served_by_the_loop(run: Any) -> None:
+    """libuv mode: the server's Context cannot run() (lws_service() would run
+    the uv loop until it has no handles left). Closing with a peer that never
+    answers the close serves the uv loop from Context.close() (waiting on
+    libuv's fd) until its timeout, then frees lws and the loop."""
+    if not lws.features["libuv"]:
+        with pytest.raises(lws.FeatureUnavailable):
+            la._pick_mode("libuv")
+        return
+
+    async def main() -> tuple[str, float, bool]:
+        loop = asyncio.get_running_loop()
+        server = await la.serve(echo, "127.0.0.1", 0, mode="libuv", close_timeout=0.2)
+        with pytest.raises(lws.LwsError, match="asyncio loop serves it") as info:
+            server.context.run()
+        sock = socket.create_connection(("127.0.0.1", server.port))
+        try:
+            sock.sendall(upgrade_request())
+            await loop.run_in_executor(None, read_upgrade_response, sock)
+            for _ in range(200):
+                if server.connections:
+                    break
+                await asyncio.sleep(0.01)
+            start = loop.time()
+            await server.close()  # the peer never answers: both timeouts pass
+            took = loop.time() - start
+        finally:
+            sock.close()
+        return str(info.value), took, server.context.closed
+
+    message, took, closed = run(main())
+    assert "uv loop" in message
+    assert 0.2 <= took < 5.0
+    assert closed
+
+
 def test_libuv_mode_writes_a_queue_in_one_writeable(run: Any) -> None:
     """libuv mode: queued messages of a server connection go out several per
     WRITEABLE (each WRITEABLE asked for costs lws' libuv plugin epoll_ctl

@@ -109,7 +109,7 @@ Message = str | bytes
 Handler = Callable[["WebSocket"], Awaitable[None]]
 
 _OK_CODES = frozenset({1000, 1001, 1005})
-_TICK = 0.25  # native mode: lws' own timers are serviced at least this often
+_TICK = 0.25  # native and libuv modes: lws' own timers are serviced at least this often
 
 
 _MODES = ("auto", "native", "libuv", "thread")
@@ -776,8 +776,8 @@ class _Runner:
     def _service(self, poll: int = 0) -> None:
         """Native mode: service the sockets epoll reports ready (``poll`` 1: the
         loop found its fd readable; -(fd + 1): the direct socket is), then
-        write what is queued (lwspy_native_service, in C). libuv mode: the
-        same around one round of the uv loop (lwspy_uv_service)."""
+        write what is queued (lwspy_native_service, in C). libuv mode: rounds
+        of the uv loop, which do both (lwspy_uv_service)."""
         self._kicked = False
         ctx = self.ctx
         if ctx is None or ctx._closed:
@@ -789,8 +789,6 @@ class _Runner:
             if ctx._calls or ctx._pending is not None:
                 ctx._after_service()
                 self._sync()
-            if more < 0:
-                raise LwsError("lws service failed")
             if more > 0:
                 if more & 2:  # messages came in
                     self._pull()

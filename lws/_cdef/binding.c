@@ -1636,7 +1636,6 @@ lwspy_uv_dirty(void *loop)
 }
 
 static struct {
-    int tried;
     size_t (*loop_size)(void);
     int (*loop_init)(void *);
     int (*loop_close)(void *);
@@ -1646,27 +1645,31 @@ static struct {
     int (*backend_timeout)(const void *);
 } lwspy_uv;
 
-static int
-lwspy_uv_load(void)
-{
-    void *h;
+static pthread_once_t lwspy_uv_once = PTHREAD_ONCE_INIT;
 
-    if (lwspy_uv.tried)
-        return lwspy_uv.run ? 0 : -1;
-    lwspy_uv.tried = 1;
-    h = dlopen("libuv.so.1", RTLD_NOW | RTLD_LOCAL);
+static void
+lwspy_uv_open(void)
+{
+    void *h = dlopen("libuv.so.1", RTLD_NOW | RTLD_LOCAL);
+
     if (!h)
-        return -1;
+        return;
     *(void **)&lwspy_uv.loop_size = dlsym(h, "uv_loop_size");
     *(void **)&lwspy_uv.loop_init = dlsym(h, "uv_loop_init");
     *(void **)&lwspy_uv.loop_close = dlsym(h, "uv_loop_close");
     *(void **)&lwspy_uv.loop_alive = dlsym(h, "uv_loop_alive");
     *(void **)&lwspy_uv.backend_fd = dlsym(h, "uv_backend_fd");
     *(void **)&lwspy_uv.backend_timeout = dlsym(h, "uv_backend_timeout");
-    if (!lwspy_uv.loop_size || !lwspy_uv.loop_init || !lwspy_uv.loop_close ||
-        !lwspy_uv.loop_alive || !lwspy_uv.backend_fd || !lwspy_uv.backend_timeout)
-        return -1;
-    *(void **)&lwspy_uv.run = dlsym(h, "uv_run");  /* last: it says all are there */
+    if (lwspy_uv.loop_size && lwspy_uv.loop_init && lwspy_uv.loop_close &&
+        lwspy_uv.loop_alive && lwspy_uv.backend_fd && lwspy_uv.backend_timeout)
+        *(void **)&lwspy_uv.run = dlsym(h, "uv_run");  /* last: it says all are there */
+}
+
+/* 0 if libuv is loaded (once, whichever thread asks first). */
+static int
+lwspy_uv_load(void)
+{
+    pthread_once(&lwspy_uv_once, lwspy_uv_open);
     return lwspy_uv.run ? 0 : -1;
 }
 

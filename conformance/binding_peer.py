@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import inspect
+import os
 import signal
 import sys
 import time
@@ -164,9 +165,11 @@ def run_client(host: str, port: int, deflate: bool, agent: str, case_timeout: in
 
 
 def _asyncio_echo_options(deflate: bool) -> dict[str, Any]:
-    # As the callback echo: big messages, no keepalive pings of our own.
+    # As the callback echo: big messages, no keepalive pings of our own;
+    # LWS_ASYNCIO_MODE picks the mode (auto: what the build picks).
     return {"max_size": EchoServer.max_message_size, "ping_interval": None,
-            "compression": "deflate" if deflate else None}
+            "compression": "deflate" if deflate else None,
+            "mode": os.environ.get("LWS_ASYNCIO_MODE", "auto")}
 
 
 async def _echo(ws: Any) -> None:

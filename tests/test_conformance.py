@@ -32,6 +32,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.sync.client import connect as ws_connect
 
 import lws
+import lws.asyncio
 
 CONFORMANCE = Path(__file__).resolve().parent.parent / "conformance"
 SUBSET = ["1.*", "2.*", "5.*", "6.1.*", "6.3.*", "7.1.*", "7.3.*", "9.1.1", "9.2.1"]
@@ -76,12 +77,21 @@ def _describe(outcomes: dict[str, Any], ids: list[str]) -> str:
     return "; ".join(f"{cid}: {outcomes[cid].status} {outcomes[cid].detail}" for cid in ids)
 
 
-@pytest.mark.parametrize("api", ["binding", "asyncio"],
-                         ids=["callback-api", "asyncio-api"])
+@pytest.mark.parametrize("api", ["binding", "asyncio", "asyncio-libuv"],
+                         ids=["callback-api", "asyncio-api", "asyncio-libuv"])
 @pytest.mark.parametrize("mode", ["server", "client"])
 def test_binding_passes_every_case_c_lws_passes(mode: str, api: str, c_echo: Path,
-                                                tmp_path: Path) -> None:
-    """The callback API's echo, and the same echo through lws.asyncio."""
+                                                tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The callback API's echo, and the same echo through lws.asyncio (in the
+    mode the build picks, and in libuv mode where lws has it)."""
+    if api == "asyncio-libuv":
+        if not lws.features["libuv"]:
+            with pytest.raises(lws.FeatureUnavailable):
+                lws.asyncio._pick_mode("libuv")
+            return
+        monkeypatch.setenv("LWS_ASYNCIO_MODE", "libuv")  # the peers inherit it
+        api = "asyncio"
     ids = _subset()
     assert len(ids) >= 60
     c_peer, b_peer = run.Peer("c", echo_binary=c_echo), run.Peer(api)

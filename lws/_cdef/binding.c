@@ -407,13 +407,28 @@ lwspy_txq_init(struct lwspy_txq *q)
 
 /* lws_callback_on_writable() for a socket that took the last write
  * whole: within Context.run(), its WRITEABLE comes without a poll() (see
- * lwspy_run). */
+ * lwspy_run). In libuv mode, for a connection lwspy_uv_direct() takes, lws
+ * is not even asked: the socket is listed once, and lwspy_uv_service gives
+ * it its POLLOUT (asking would cost lws' uv plugin epoll_ctl calls). */
+static int lwspy_uv_direct(struct lws *wsi, struct lwspy_txq *q);
+
 static void
 lwspy_writable_again(struct lws *wsi)
 {
     struct lwspy_ctx *cx = (struct lwspy_ctx *)lws_context_user(lws_get_context(wsi));
     int fd;
 
+    if (cx && cx->uv_loop && cx->nagain < LWSPY_AGAIN_MAX &&
+        lwspy_uv_direct(wsi, (struct lwspy_txq *)lws_get_opaque_user_data(wsi)) &&
+        (fd = lws_get_socket_fd(wsi)) >= 0) {
+        int i;
+
+        for (i = 0; i < cx->nagain; i++)
+            if (cx->again[i] == fd)
+                return;
+        cx->again[cx->nagain++] = fd;
+        return;
+    }
     lws_callback_on_writable(wsi);
     if (cx && cx->again_on && cx->nagain < LWSPY_AGAIN_MAX &&
         (fd = lws_get_socket_fd(wsi)) >= 0)
@@ -976,24 +991,28 @@ lwspy_write_split(struct lws *wsi, struct lwspy_msg *m, size_t len, int flags)
  * the queue is empty and Python should see the reason.
  */
 /*
- * libuv mode: the next queued message goes out in the same WRITEABLE, up to
- * LWSPY_BATCH_WRITES, while lws holds none of the last one's bytes. Each
- * WRITEABLE asked for costs lws' libuv plugin a uv_poll_start() on the way
- * in and another on the way out (epoll_ctl DEL, then ADD at the next uv
- * round: four system calls per message with 16 in flight), where the other
- * modes' pollfd changes cost none. Only a server connection without
- * permessage-deflate (own_headers: the extension keeps pointing at the
- * message it compresses until the next WRITEABLE) that is not an HTTP/2
- * stream (one write per WRITEABLE there, for h2's flow control).
+ * libuv mode: each WRITEABLE asked for costs lws' libuv plugin a
+ * uv_poll_start() on the way in and another on the way out (epoll_ctl
+ * DEL at once, then ADD at the next uv round: four system calls per
+ * message), where the other modes' pollfd changes cost none. For a
+ * connection this accepts, the binding gives the socket its POLLOUT
+ * itself (lwspy_writable_again, lwspy_uv_write_listed; one uv_poll_start
+ * remains, lws clearing a POLLOUT it never set) and writes up to
+ * LWSPY_BATCH_WRITES queued messages per WRITEABLE (lwspy_txq_drain). Only
+ * a server connection without permessage-deflate (own_headers: the
+ * extension keeps pointing at the message it compresses until the next
+ * WRITEABLE), not an HTTP/2 stream (one write per WRITEABLE there, for h2's
+ * flow control), and while lws holds none of its bytes (then lws asks for
+ * POLLOUT itself and must get it).
  */
 #define LWSPY_BATCH_WRITES 16
 
 static int
-lwspy_batch_writes(struct lws *wsi, struct lwspy_txq *q)
+lwspy_uv_direct(struct lws *wsi, struct lwspy_txq *q)
 {
     struct lwspy_ctx *cx = (struct lwspy_ctx *)lws_context_user(lws_get_context(wsi));
 
-    return q->own_headers && cx && cx->uv_loop && lws_get_network_wsi(wsi) == wsi &&
+    return q && q->own_headers && cx && cx->uv_loop && lws_get_network_wsi(wsi) == wsi &&
            !lws_partial_buffered(wsi);
 }
 
@@ -1105,7 +1124,7 @@ next:
             return 1;
         }
         if (more && !close_code && !turn && ++writes < LWSPY_BATCH_WRITES &&
-            lwspy_batch_writes(wsi, q)) {
+            lwspy_uv_direct(wsi, q)) {
             /* written whole, and no extension holds on to its bytes */
             lwspy_msg_free(m);
             q->inflight = NULL;
@@ -1733,13 +1752,33 @@ lwspy_uv_free(struct lws_context *ctx, void *loop)
  * native mode's: unused), and again while libuv holds watcher changes (a
  * new socket, a WRITEABLE asked for) or wants to run now (lws' idle
  * handle, which lws starts after each socket event to run its timers and
- * forced service), up to LWSPY_UV_ROUNDS times. Every lws_service_fd()
- * comes from libuv: a call of our own would leave lws' idle handle, and so
- * its timers, unscheduled. What the loop asked for through the bridge
- * (resumed reads) is served first. 1 if lws wants service again at once
- * (buffered input, or rounds left over), plus 2 if messages wait in the
- * bridge.
+ * forced service), up to LWSPY_UV_ROUNDS times; before each, the sockets
+ * the binding gives their POLLOUT itself (lwspy_uv_direct) are written.
+ * Those services do not start lws' idle handle, so a timer lws sets in them
+ * waits for the next socket event or the loop's tick (250 ms, which wakes
+ * lws), as native mode's timers wait for its tick. What the loop asked for
+ * through the bridge (resumed reads) is served first. 1 if lws wants
+ * service again at once (buffered input, or rounds left over), plus 2 if
+ * messages wait in the bridge.
  */
+/* One POLLOUT service for each socket listed; those that list themselves
+ * again (more queued) stay listed for the next round. */
+static void
+lwspy_uv_write_listed(struct lws_context *ctx, struct lwspy_ctx *cx)
+{
+    int i, n = cx->nagain, fds[LWSPY_AGAIN_MAX];
+    struct lws_pollfd pfd;
+
+    memcpy(fds, cx->again, (size_t)n * sizeof(int));
+    cx->nagain = 0;
+    for (i = 0; i < n; i++) {
+        pfd.fd = fds[i];
+        pfd.events = LWS_POLLIN | LWS_POLLOUT;
+        pfd.revents = LWS_POLLOUT;
+        lws_service_fd(ctx, &pfd);
+    }
+}
+
 #define LWSPY_UV_ROUNDS 64  /* a client's queue goes one write per round */
 
 static int
@@ -1752,7 +1791,11 @@ lwspy_uv_service(struct lws_context *ctx, void *loop, int poll)
     if (cx->bridge)
         lwspy_bridge_serve(cx->bridge);
     for (i = 0; i < LWSPY_UV_ROUNDS; i++) {
+        if (cx->nagain)
+            lwspy_uv_write_listed(ctx, cx);
         lwspy_uv.run(loop, LWSPY_UV_RUN_NOWAIT);
+        if (cx->nagain)
+            continue;
         if (lwspy_uv_dirty(loop) || !lwspy_uv.backend_timeout(loop))
             continue;
         /* lws holds input it has not delivered (rx resumed from the loop,
@@ -1765,7 +1808,7 @@ lwspy_uv_service(struct lws_context *ctx, void *loop, int poll)
     }
     /* libuv still wants to run (rounds left over): the loop comes back at
      * once, else what it holds would wait for the tick */
-    n = !lws_service_adjust_timeout(ctx, 1, 0) || i == LWSPY_UV_ROUNDS;
+    n = !lws_service_adjust_timeout(ctx, 1, 0) || i == LWSPY_UV_ROUNDS || cx->nagain;
     if (cx->bridge && cx->bridge->in.count)
         n |= 2;
     return n;

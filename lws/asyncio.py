@@ -599,13 +599,13 @@ class _Runner:
 
     def start(self, protocols: list[Protocol], **ctx_options: Any) -> Context:
         native = self.mode == "native"
-        uv = NULL
+        uv: Any = None  # libuv mode: the uv loop lws runs on (the context owns it)
         if self.mode == "libuv":
             uv = lib.lwspy_uv_new()
             if uv == NULL:
                 raise FeatureUnavailable("libuv asyncio mode", _LIBUV_NEEDS)
         self.ctx = Context(protocols, _native=native, pt_serv_buf_size=self._read_size,
-                           _uv_loop=uv if uv != NULL else None, **ctx_options)
+                           _uv_loop=uv, **ctx_options)
         bridge = ffi.new("struct lwspy_bridge *")
         fd = lib.lwspy_bridge_init(bridge, self.ctx._ctx, 0 if self.on_loop else 1)
         if fd < 0:
@@ -613,21 +613,16 @@ class _Runner:
             raise OSError(ffi.errno, "no eventfd for the lws service thread")
         self._bridge = bridge
         self._bridge_addr = addr(bridge)
-        if native:
-            self._service_args = (addr(self.ctx._ctx), addr(self.ctx._pollset))
-        elif uv != NULL:
-            self._service_args = (addr(self.ctx._ctx), addr(uv))
         self.ctx._cx.bridge = bridge  # before lws serves anything
         if self.on_loop:
+            self._service_args = (addr(self.ctx._ctx), addr(self.ctx._pollset if native else uv))
             self.ctx._lws_thread.ident = threading.get_ident()  # lws lives on this loop
-        if native:
-            self._sync()
-            self._epfd = lib.lwspy_pollset_open(self.ctx._pollset)
-            self.loop.add_reader(self._epfd, self._service, 1)
-            self._schedule_tick(0)
-        elif uv != NULL:
-            self._uv_fd = lib.lwspy_uv_fd(uv)
-            self.loop.add_reader(self._uv_fd, self._service, 1)
+            if native:
+                self._sync()
+                self._epfd = watched = lib.lwspy_pollset_open(self.ctx._pollset)
+            else:
+                self._uv_fd = watched = lib.lwspy_uv_fd(uv)
+            self.loop.add_reader(watched, self._service, 1)
             self._schedule_tick(0)
         else:
             self.loop.add_reader(fd, self._pull)

@@ -397,6 +397,15 @@ lwspy_gil_round_end(void)
     }
 }
 
+/* The binding's data of wsi's context (its lws user pointer), or NULL. */
+static struct lwspy_ctx *
+lwspy_wsi_cx(struct lws *wsi)
+{
+    struct lws_context *lc = lws_get_context(wsi);
+
+    return lc ? (struct lwspy_ctx *)lws_context_user(lc) : NULL;
+}
+
 /* --- the send queue ------------------------------------------------------ */
 
 static void
@@ -415,7 +424,7 @@ static int lwspy_uv_direct(struct lws *wsi, struct lwspy_txq *q);
 static void
 lwspy_writable_again(struct lws *wsi)
 {
-    struct lwspy_ctx *cx = (struct lwspy_ctx *)lws_context_user(lws_get_context(wsi));
+    struct lwspy_ctx *cx = lwspy_wsi_cx(wsi);
     int fd;
 
     if (cx && cx->uv_loop && cx->nagain < LWSPY_AGAIN_MAX &&
@@ -443,7 +452,7 @@ lwspy_writable_again(struct lws *wsi)
 static void
 lwspy_note_partial(struct lws *wsi, int partial)
 {
-    struct lwspy_ctx *cx = (struct lwspy_ctx *)lws_context_user(lws_get_context(wsi));
+    struct lwspy_ctx *cx = lwspy_wsi_cx(wsi);
     int fd;
 
     if (!cx || (!cx->pollset && !cx->again_on))
@@ -461,6 +470,27 @@ lwspy_note_partial(struct lws *wsi, int partial)
         cx->partial[cx->npartial++] = fd;
 }
 
+/* One round of lwspy_service_listed: each socket of list[0..*count) is
+ * serviced with `event`; after it the list holds the sockets that servicing
+ * listed again. -1 if lws failed. */
+static int
+lwspy_service_round(struct lws_context *ctx, int *list, int *count, short event)
+{
+    int i, n = *count, fds[LWSPY_AGAIN_MAX];
+    struct lws_pollfd pfd;
+
+    memcpy(fds, list, (size_t)n * sizeof(int));
+    *count = 0;
+    for (i = 0; i < n; i++) {
+        pfd.fd = fds[i];
+        pfd.events = event;
+        pfd.revents = event;
+        if (lws_service_fd(ctx, &pfd) < 0)
+            return -1;
+    }
+    return 0;
+}
+
 /* Services each socket of list[0..*count) with an event no poll() reported
  * (POLLIN or POLLOUT), in rounds while servicing adds sockets to the list
  * again, up to `rounds`; the list is empty after. A socket lws closed
@@ -468,21 +498,11 @@ lwspy_note_partial(struct lws *wsi, int partial)
 static int
 lwspy_service_listed(struct lws_context *ctx, int *list, int *count, short event, int rounds)
 {
-    int round, i, n, fds[LWSPY_AGAIN_MAX];
-    struct lws_pollfd pfd;
+    int round;
 
-    for (round = 0; round < rounds && *count; round++) {
-        n = *count;
-        memcpy(fds, list, (size_t)n * sizeof(int));
-        *count = 0;
-        for (i = 0; i < n; i++) {
-            pfd.fd = fds[i];
-            pfd.events = event;
-            pfd.revents = event;
-            if (lws_service_fd(ctx, &pfd) < 0)
-                return -1;
-        }
-    }
+    for (round = 0; round < rounds && *count; round++)
+        if (lwspy_service_round(ctx, list, count, event) < 0)
+            return -1;
     *count = 0;
     return 0;
 }
@@ -986,17 +1006,12 @@ lwspy_write_split(struct lws *wsi, struct lwspy_msg *m, size_t len, int flags)
 }
 
 /*
- * WRITEABLE with something queued: one lws_write, as lws requires, without
- * entering Python. Returns 1 if handled here (with *ret set for lws), 0 if
- * the queue is empty and Python should see the reason.
- */
-/*
  * libuv mode: each WRITEABLE asked for costs lws' libuv plugin a
  * uv_poll_start() on the way in and another on the way out (epoll_ctl
  * DEL at once, then ADD at the next uv round: four system calls per
  * message), where the other modes' pollfd changes cost none. For a
  * connection this accepts, the binding gives the socket its POLLOUT
- * itself (lwspy_writable_again, lwspy_uv_write_listed; one uv_poll_start
+ * itself (lwspy_writable_again, lwspy_uv_service; one uv_poll_start
  * remains, lws clearing a POLLOUT it never set) and writes up to
  * LWSPY_BATCH_WRITES queued messages per WRITEABLE (lwspy_txq_drain). Only
  * a server connection without permessage-deflate (own_headers: the
@@ -1010,12 +1025,17 @@ lwspy_write_split(struct lws *wsi, struct lwspy_msg *m, size_t len, int flags)
 static int
 lwspy_uv_direct(struct lws *wsi, struct lwspy_txq *q)
 {
-    struct lwspy_ctx *cx = (struct lwspy_ctx *)lws_context_user(lws_get_context(wsi));
+    struct lwspy_ctx *cx = lwspy_wsi_cx(wsi);
 
     return q && q->own_headers && cx && cx->uv_loop && lws_get_network_wsi(wsi) == wsi &&
            !lws_partial_buffered(wsi);
 }
 
+/*
+ * WRITEABLE with something queued: one lws_write, as lws requires, without
+ * entering Python. Returns 1 if handled here (with *ret set for lws), 0 if
+ * the queue is empty and Python should see the reason.
+ */
 static int
 lwspy_txq_drain(struct lws *wsi, struct lwspy_txq *q, int *ret)
 {
@@ -1745,6 +1765,8 @@ lwspy_uv_free(struct lws_context *ctx, void *loop)
     return ret;
 }
 
+#define LWSPY_UV_ROUNDS 64  /* a client's queue goes one write per round */
+
 /*
  * libuv mode's service: uv_run(UV_RUN_NOWAIT) (libuv applies the watcher
  * changes lws made since, epoll_waits, then calls lws for the ready
@@ -1761,26 +1783,6 @@ lwspy_uv_free(struct lws_context *ctx, void *loop)
  * service again at once (buffered input, or rounds left over), plus 2 if
  * messages wait in the bridge.
  */
-/* One POLLOUT service for each socket listed; those that list themselves
- * again (more queued) stay listed for the next round. */
-static void
-lwspy_uv_write_listed(struct lws_context *ctx, struct lwspy_ctx *cx)
-{
-    int i, n = cx->nagain, fds[LWSPY_AGAIN_MAX];
-    struct lws_pollfd pfd;
-
-    memcpy(fds, cx->again, (size_t)n * sizeof(int));
-    cx->nagain = 0;
-    for (i = 0; i < n; i++) {
-        pfd.fd = fds[i];
-        pfd.events = LWS_POLLIN | LWS_POLLOUT;
-        pfd.revents = LWS_POLLOUT;
-        lws_service_fd(ctx, &pfd);
-    }
-}
-
-#define LWSPY_UV_ROUNDS 64  /* a client's queue goes one write per round */
-
 static int
 lwspy_uv_service(struct lws_context *ctx, void *loop, int poll)
 {
@@ -1791,8 +1793,9 @@ lwspy_uv_service(struct lws_context *ctx, void *loop, int poll)
     if (cx->bridge)
         lwspy_bridge_serve(cx->bridge);
     for (i = 0; i < LWSPY_UV_ROUNDS; i++) {
+        /* a socket that lists itself again stays listed for the next round */
         if (cx->nagain)
-            lwspy_uv_write_listed(ctx, cx);
+            lwspy_service_round(ctx, cx->again, &cx->nagain, LWS_POLLOUT);
         lwspy_uv.run(loop, LWSPY_UV_RUN_NOWAIT);
         if (cx->nagain)
             continue;
@@ -1856,16 +1859,14 @@ lwspy_dispatch(struct lws *wsi, enum lws_callback_reasons reason,
 
     lwspy_count_in++;
     if (reason == LWS_CALLBACK_EVENT_WAIT_CANCELLED) {
-        struct lws_context *lc = lws_get_context(wsi);
-        struct lwspy_ctx *cx = lc ? (struct lwspy_ctx *)lws_context_user(lc) : NULL;
+        struct lwspy_ctx *cx = lwspy_wsi_cx(wsi);
 
         if (cx && cx->bridge)
             lwspy_bridge_serve(cx->bridge);
     }
     if (reason == LWS_CALLBACK_ADD_POLL_FD || reason == LWS_CALLBACK_DEL_POLL_FD ||
         reason == LWS_CALLBACK_CHANGE_MODE_POLL_FD) {
-        struct lws_context *lc = lws_get_context(wsi);
-        struct lwspy_ctx *cx = lc ? (struct lwspy_ctx *)lws_context_user(lc) : NULL;
+        struct lwspy_ctx *cx = lwspy_wsi_cx(wsi);
 
         if (cx && cx->pollset)
             lwspy_pollset_note(cx->pollset, wsi, (const struct lws_pollargs *)in, (int)reason);
@@ -1891,7 +1892,7 @@ lwspy_dispatch(struct lws *wsi, enum lws_callback_reasons reason,
             return lwspy_rx_message(wsi, pp, q, user, (const unsigned char *)in, len);
     }
     if (r < LWSPY_NREASONS && (lwspy_always[r] || (pp && pp->want[r]))) {
-        struct lwspy_ctx *cx = (struct lwspy_ctx *)lws_context_user(lws_get_context(wsi));
+        struct lwspy_ctx *cx = lwspy_wsi_cx(wsi);
         void *ctx_handle = cx ? cx->handle : NULL;
 
         if (ctx_handle) {
@@ -1919,8 +1920,7 @@ lwspy_trampoline(struct lws *wsi, enum lws_callback_reasons reason,
 
     if (reason == LWS_CALLBACK_TIMER) {
         struct lwspy_txq *q = (struct lwspy_txq *)lws_get_opaque_user_data(wsi);
-        struct lws_context *lc = lws_get_context(wsi);
-        struct lwspy_ctx *cx = lc ? (struct lwspy_ctx *)lws_context_user(lc) : NULL;
+        struct lwspy_ctx *cx = lwspy_wsi_cx(wsi);
 
         if (q && cx && cx->uv_loop && q->close_sent)
             return -1;
@@ -1930,8 +1930,7 @@ lwspy_trampoline(struct lws *wsi, enum lws_callback_reasons reason,
     if (n && (reason == LWS_CALLBACK_RECEIVE || reason == LWS_CALLBACK_CLIENT_RECEIVE ||
               reason == LWS_CALLBACK_SERVER_WRITEABLE ||
               reason == LWS_CALLBACK_CLIENT_WRITEABLE)) {
-        struct lws_context *lc = lws_get_context(wsi);
-        struct lwspy_ctx *cx = lc ? (struct lwspy_ctx *)lws_context_user(lc) : NULL;
+        struct lwspy_ctx *cx = lwspy_wsi_cx(wsi);
 
         if (cx && cx->uv_loop)
             return lwspy_uv_close_later(wsi);

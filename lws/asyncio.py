@@ -403,9 +403,11 @@ class WebSocket:
                 runner = self._runner
                 if runner._solo is self:
                     # One message in flight: write the reply now rather than
-                    # in the service behind this task (see _pull).
+                    # in a service behind this task (see _pull); 2: that
+                    # was all lws had to do.
                     runner._solo = None
-                    runner._write_now(*runner._service_args, conn._key)
+                    if runner._write_now(*runner._service_args, conn._key) == 2:
+                        return
                 if not runner._kicked:
                     runner.kick()
                 if queued > self._write_limit:
@@ -759,10 +761,11 @@ class _Runner:
             lib.lwspy_bridge_defer(self._bridge)
             self.loop.call_soon(self._flush)
 
-    def _uv_write_now(self, _ctx: int, _loop: int, _wsi: Any) -> None:
+    def _uv_write_now(self, _ctx: int, _loop: int, _wsi: Any) -> int:
         # libuv mode's write_now: the whole service, now (every write comes
-        # from libuv, see lwspy_uv_service)
+        # from libuv, see lwspy_uv_service); nothing is left for another
         self._service()
+        return 2
 
     def _flush(self) -> None:
         self._kicked = False
@@ -810,20 +813,22 @@ class _Runner:
         if got is None:
             return
         # A batch of one message: its handler's first send writes at once
-        # (native mode: lws_service_fd, POLLOUT; thread mode: the service
-        # thread is woken for it then). Replying sooner is what one message in
-        # flight is waiting for; bigger batches keep the single write round
-        # (one wake-up) after their handlers, which costs less per message.
+        # (native mode: lws_service_fd, POLLOUT, and no service after it when
+        # that was all; thread mode: the service thread is woken for it then).
+        # Replying sooner is what one message in flight is waiting for;
+        # bigger batches keep the single write round (one wake-up) after
+        # their handlers, which costs less per message.
         self._solo, woke, bad = got
         for ws in bad:  # text that is not UTF-8 (lws validates it: not expected)
             ws._consumed()
             with contextlib.suppress(ConnectionClosed):
                 ws.connection.close(1007, "invalid UTF-8")
-        if woke or not self.on_loop:
+        if bad or not self.on_loop or (woke and self._solo is None):
             # Queued after the handlers' wake-ups, so it runs right after them,
             # in the same loop iteration: their answers reach lws together
             # (thread mode: one wake-up of the service thread; native mode: the
             # service that writes them, with no loop iteration in between).
+            # Anything else a handler asks of lws kicks a service itself.
             self.kick()
 
     def _schedule_tick(self, delay: float) -> None:

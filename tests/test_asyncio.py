@@ -191,6 +191,45 @@ def test_libuv_mode_writes_a_queue_in_one_writeable(run: Any) -> None:
     assert uv_writeables < 48, uv_writeables
 
 
+def test_native_mode_one_in_flight_takes_one_service(run: Any) -> None:
+    """Native mode, one message in flight: the reply is written from the
+    handler's send (lws_service_fd, POLLOUT), and when that was all lws had
+    to do no further service is scheduled: one per round trip, the read."""
+    if not lws.features["external_poll"]:
+        with pytest.raises(lws.FeatureUnavailable):
+            la._pick_mode("native")
+        return
+
+    async def main() -> tuple[bool, int]:
+        async with la.serve(echo, "127.0.0.1", 0, mode="native") as server:
+            runner = server._runner
+            calls = 0
+            service = runner._service_fn
+
+            def counted(*args: Any) -> int:
+                nonlocal calls
+                calls += 1
+                return service(*args)
+
+            async with ws_connect(f"ws://127.0.0.1:{server.port}/") as ws:
+                await ws.send(b"warm")
+                await ws.recv()
+                runner._service_fn = counted
+                sent = [b"%d" % i * 50 for i in range(200)]
+                got = []
+                for m in sent:
+                    await ws.send(m)
+                    got.append(await ws.recv())
+                runner._service_fn = service
+                return got == sent, calls
+
+    ok, calls = run(main())
+    assert ok
+    # two per round trip before (the read, then one behind the handler);
+    # lws' 250 ms tick may add one
+    assert 200 <= calls < 260, calls
+
+
 def test_echo_round_trips(mode: str, run: Any) -> None:
     async def main() -> list[Any]:
         got: list[Any] = []

@@ -159,7 +159,7 @@ def test_deliver_hands_each_message_to_its_reader_or_queue() -> None:
             # nobody waits: all queued, in order, text as str, binary as bytes
             arrive(masked_frame(1, "é".encode()), masked_frame(2, b"\x00"),
                    masked_frame(1, b""), waiting=3)
-            assert fast_bridge_deliver(b, by_id) == (None, False, [])
+            assert fast_bridge_deliver(b, by_id) == (None, False, ())
             assert reader._messages == ["é", b"\x00", ""]
             assert conn._txq.rx_waiting == 3  # not read by the app yet
             assert fast_bridge_deliver(b, by_id) is None  # taken once
@@ -167,7 +167,7 @@ def test_deliver_hands_each_message_to_its_reader_or_queue() -> None:
             # a reader waits: a batch of one goes to it, read at once
             reader._getter = waiting = loop.create_future()
             arrive(masked_frame(2, b"next"), waiting=4)
-            assert fast_bridge_deliver(b, by_id) == (reader, True, [])
+            assert fast_bridge_deliver(b, by_id) == (reader, True, ())
             assert waiting.result() == b"next" and reader._getter is None
             assert conn._txq.rx_waiting == 3  # consumed as it was handed over
             assert len(reader._messages) == 3
@@ -176,7 +176,7 @@ def test_deliver_hands_each_message_to_its_reader_or_queue() -> None:
             reader._getter = gave_up = loop.create_future()
             gave_up.cancel()
             arrive(masked_frame(1, b"kept"), waiting=4)
-            assert fast_bridge_deliver(b, by_id) == (reader, False, [])
+            assert fast_bridge_deliver(b, by_id) == (reader, False, ())
             assert reader._messages[-1] == "kept" and reader._getter is None
             assert conn._txq.rx_waiting == 4
 
@@ -187,7 +187,7 @@ def test_deliver_hands_each_message_to_its_reader_or_queue() -> None:
 
             # a connection the loop no longer knows: its messages are dropped
             arrive(masked_frame(1, b"gone"), masked_frame(1, b"too"), waiting=7)
-            assert fast_bridge_deliver(b, {}) == (None, False, [])
+            assert fast_bridge_deliver(b, {}) == (None, False, ())
             assert len(reader._messages) == 4
     finally:
         ctx.close()

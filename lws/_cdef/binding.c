@@ -1601,12 +1601,16 @@ lwspy_native_serve(struct lws_context *ctx, struct lwspy_pollset *ps, int poll)
 
 /* Native mode: write what wsi has queued now, from the loop, outside any
  * service (one message in flight: the reply leaves before the loop's next
- * round). Not if lws does not want POLLOUT for it or the last service left
- * it full (epoll watches that one drain). 1 if serviced, 0 if not, -1 if
- * lws failed. */
+ * round), and give epoll what lws then wants watched. Not if lws does not
+ * want POLLOUT for it or the last service left it full (epoll watches that
+ * one drain). 2 if written and nothing else waits for a service (the caller
+ * need not schedule one), 1 if written but something does (messages in the
+ * bridge, input lws holds, a socket to report), 0 if not written, -1 if lws
+ * failed. */
 static int
 lwspy_native_write_now(struct lws_context *ctx, struct lwspy_pollset *ps, struct lws *wsi)
 {
+    struct lwspy_ctx *cx = (struct lwspy_ctx *)lws_context_user(ctx);
     struct lws_pollfd p;
     int fd;
 
@@ -1618,7 +1622,16 @@ lwspy_native_write_now(struct lws_context *ctx, struct lwspy_pollset *ps, struct
     p.fd = fd;
     p.events = (short)(((ps->events[fd] & 1) ? LWS_POLLIN : 0) | LWS_POLLOUT);
     p.revents = LWS_POLLOUT;
-    return lws_service_fd(ctx, &p) < 0 ? -1 : 1;
+    ps->serving = 1;
+    fd = lws_service_fd(ctx, &p);
+    ps->serving = 0;
+    if (fd < 0)
+        return -1;
+    lwspy_pollset_apply(ctx, ps);
+    if (ps->failed || ps->undirected || cx->npartial || (cx->bridge && cx->bridge->in.count) ||
+        !lws_service_adjust_timeout(ctx, 1, 0))
+        return 1;
+    return 2;
 }
 
 /* The above, plus 2 if messages wait in the bridge (lwspy_bridge_take),

@@ -389,27 +389,38 @@ class WebSocket:
         """
         kind = type(message)
         conn = self.connection
-        if self._native and conn._fast and (kind is bytes or kind is str):
-            # The common case, Connection.send's fast path inlined (this is the
-            # lws thread): queue it, then wait only if that passed the limit.
+        native = self._native
+        if conn._fast and (kind is bytes or kind is str) and (native or conn._bridged):
+            # The common case, Connection.send's fast path inlined: queue it
+            # (on the lws thread with the wsi; in thread mode without, and C
+            # asks the bridge for WRITEABLE), then wait only if that passed
+            # the limit.
             if kind is bytes:
                 payload: bytes = message  # type: ignore[assignment]
                 flags = _WRITE_BINARY
             else:
                 payload = message.encode("utf-8")  # type: ignore[union-attr]
                 flags = _WRITE_TEXT
-            queued = fast_send(self._txq_addr, conn._key, payload, flags, conn._limit)
+            queued = fast_send(self._txq_addr, conn._key if native else 0, payload, flags,
+                               conn._limit)
             if queued >= 0:
                 runner = self._runner
-                if runner._solo is self:
-                    # One message in flight: write the reply now rather than
-                    # in a service behind this task (see _pull); 2: that
-                    # was all lws had to do.
+                if runner._solo is not self:
+                    if not runner._kicked:
+                        runner.kick()
+                else:
+                    # One message in flight: the reply goes now, not after
+                    # this task's step (see _pull). Native and libuv modes
+                    # write it here (2: that was all lws had to do, no
+                    # service follows); in thread mode, fast_send has woken
+                    # the service thread, unless a batch's answers are being
+                    # gathered (kicked): then it is woken now.
                     runner._solo = None
-                    if runner._write_now(*runner._service_args, conn._key) == 2:
-                        return
-                if not runner._kicked:
-                    runner.kick()
+                    if native:
+                        if runner._write_now(*runner._service_args, conn._key) != 2:
+                            runner.kick()
+                    elif runner._kicked:
+                        lib.lwspy_bridge_flush(runner._bridge)
                 if queued > self._write_limit:
                     await self._wait_drained()
                 return
@@ -421,13 +432,7 @@ class WebSocket:
             except ConnectionClosed:
                 await asyncio.shield(self._closed)
                 raise self._closed_error() from None
-            runner = self._runner
-            if runner._solo is self and not self._native:
-                # Thread mode, one message in flight: hand the reply to the
-                # service thread now, not after this task's step (see _pull).
-                runner._solo = None
-                lib.lwspy_bridge_flush(runner._bridge)
-            runner.kick()
+            self._runner.kick()
             if queued > self._write_limit:
                 await self._wait_drained()
             return
@@ -814,7 +819,8 @@ class _Runner:
             return
         # A batch of one message: its handler's first send writes at once
         # (native mode: lws_service_fd, POLLOUT, and no service after it when
-        # that was all; thread mode: the service thread is woken for it then).
+        # that was all; thread mode: the service thread is woken for it then,
+        # by the send itself).
         # Replying sooner is what one message in flight is waiting for;
         # bigger batches keep the single write round (one wake-up) after
         # their handlers, which costs less per message.
@@ -823,7 +829,7 @@ class _Runner:
             ws._consumed()
             with contextlib.suppress(ConnectionClosed):
                 ws.connection.close(1007, "invalid UTF-8")
-        if bad or not self.on_loop or (woke and self._solo is None):
+        if bad or (woke and self._solo is None):
             # Queued after the handlers' wake-ups, so it runs right after them,
             # in the same loop iteration: their answers reach lws together
             # (thread mode: one wake-up of the service thread; native mode: the

@@ -230,6 +230,39 @@ def test_native_mode_one_in_flight_takes_one_service(run: Any) -> None:
     assert 200 <= calls < 260, calls
 
 
+def test_thread_mode_one_in_flight_wakes_the_service_thread_from_send(run: Any) -> None:
+    """Thread mode, one message in flight: the handler's send wakes the
+    service thread itself (C, as it queues the reply); no batch of answers
+    is gathered and flushed behind the handler's step."""
+
+    async def main() -> tuple[bool, int]:
+        async with la.serve(echo, "127.0.0.1", 0, mode="thread") as server:
+            runner = server._runner
+            flushes = 0
+            flush = runner._flush
+
+            def counted() -> None:
+                nonlocal flushes
+                flushes += 1
+                flush()
+
+            async with ws_connect(f"ws://127.0.0.1:{server.port}/") as ws:
+                await ws.send(b"warm")
+                await ws.recv()
+                runner._flush = counted  # type: ignore[method-assign]
+                sent = [b"%d" % i * 50 for i in range(200)]
+                got = []
+                for m in sent:
+                    await ws.send(m)
+                    got.append(await ws.recv())
+                del runner._flush
+                return got == sent, flushes
+
+    ok, flushes = run(main())
+    assert ok
+    assert flushes < 10, flushes  # one per round trip before
+
+
 def test_echo_round_trips(mode: str, run: Any) -> None:
     async def main() -> list[Any]:
         got: list[Any] = []

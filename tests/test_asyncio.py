@@ -191,6 +191,38 @@ def test_libuv_mode_writes_a_queue_in_one_writeable(run: Any) -> None:
     assert uv_writeables < 48, uv_writeables
 
 
+def _count_over_round_trips(run: Any, mode: str, attr: str) -> tuple[bool, int]:
+    """200 echo round trips, one message in flight, against a server in
+    ``mode``; whether each came back whole, and how often the server's
+    runner called its ``attr`` meanwhile."""
+
+    async def main() -> tuple[bool, int]:
+        async with la.serve(echo, "127.0.0.1", 0, mode=mode) as server:
+            runner = server._runner
+            calls = 0
+            original = getattr(runner, attr)
+
+            def counted(*args: Any) -> Any:
+                nonlocal calls
+                calls += 1
+                return original(*args)
+
+            async with ws_connect(f"ws://127.0.0.1:{server.port}/") as ws:
+                await ws.send(b"warm")
+                await ws.recv()
+                setattr(runner, attr, counted)
+                sent = [b"%d" % i * 50 for i in range(200)]
+                got = []
+                for m in sent:
+                    await ws.send(m)
+                    got.append(await ws.recv())
+                setattr(runner, attr, original)
+                return got == sent, calls
+
+    result: tuple[bool, int] = run(main())
+    return result
+
+
 def test_native_mode_one_in_flight_takes_one_service(run: Any) -> None:
     """Native mode, one message in flight: the reply is written from the
     handler's send (lws_service_fd, POLLOUT), and when that was all lws had
@@ -199,31 +231,7 @@ def test_native_mode_one_in_flight_takes_one_service(run: Any) -> None:
         with pytest.raises(lws.FeatureUnavailable):
             la._pick_mode("native")
         return
-
-    async def main() -> tuple[bool, int]:
-        async with la.serve(echo, "127.0.0.1", 0, mode="native") as server:
-            runner = server._runner
-            calls = 0
-            service = runner._service_fn
-
-            def counted(*args: Any) -> int:
-                nonlocal calls
-                calls += 1
-                return service(*args)
-
-            async with ws_connect(f"ws://127.0.0.1:{server.port}/") as ws:
-                await ws.send(b"warm")
-                await ws.recv()
-                runner._service_fn = counted
-                sent = [b"%d" % i * 50 for i in range(200)]
-                got = []
-                for m in sent:
-                    await ws.send(m)
-                    got.append(await ws.recv())
-                runner._service_fn = service
-                return got == sent, calls
-
-    ok, calls = run(main())
+    ok, calls = _count_over_round_trips(run, "native", "_service_fn")
     assert ok
     # two per round trip before (the read, then one behind the handler);
     # lws' 250 ms tick may add one
@@ -234,31 +242,7 @@ def test_thread_mode_one_in_flight_wakes_the_service_thread_from_send(run: Any) 
     """Thread mode, one message in flight: the handler's send wakes the
     service thread itself (C, as it queues the reply); no batch of answers
     is gathered and flushed behind the handler's step."""
-
-    async def main() -> tuple[bool, int]:
-        async with la.serve(echo, "127.0.0.1", 0, mode="thread") as server:
-            runner = server._runner
-            flushes = 0
-            flush = runner._flush
-
-            def counted() -> None:
-                nonlocal flushes
-                flushes += 1
-                flush()
-
-            async with ws_connect(f"ws://127.0.0.1:{server.port}/") as ws:
-                await ws.send(b"warm")
-                await ws.recv()
-                runner._flush = counted  # type: ignore[method-assign]
-                sent = [b"%d" % i * 50 for i in range(200)]
-                got = []
-                for m in sent:
-                    await ws.send(m)
-                    got.append(await ws.recv())
-                del runner._flush
-                return got == sent, flushes
-
-    ok, flushes = run(main())
+    ok, flushes = _count_over_round_trips(run, "thread", "_flush")
     assert ok
     assert flushes < 10, flushes  # one per round trip before
 

@@ -1599,20 +1599,30 @@ lwspy_native_serve(struct lws_context *ctx, struct lwspy_pollset *ps, int poll)
     return !lws_service_adjust_timeout(ctx, 1, 0);
 }
 
+/* What a native service has for the loop besides lws' own wants: 2 if
+ * messages wait in the bridge (lwspy_bridge_take), 4 if the pollset failed
+ * (no memory, or epoll refused an fd), 8 if the loop must stop watching the
+ * direct socket (lwspy_pollset_direct). */
+static int
+lwspy_native_news(struct lwspy_ctx *cx, struct lwspy_pollset *ps)
+{
+    return (cx && cx->bridge && cx->bridge->in.count ? 2 : 0) | (ps->failed ? 4 : 0) |
+           (ps->undirected ? 8 : 0);
+}
+
 /* Native mode: write what wsi has queued now, from the loop, outside any
  * service (one message in flight: the reply leaves before the loop's next
  * round), and give epoll what lws then wants watched. Not if lws does not
  * want POLLOUT for it or the last service left it full (epoll watches that
  * one drain). 2 if written and nothing else waits for a service (the caller
- * need not schedule one), 1 if written but something does (messages in the
- * bridge, input lws holds, a socket to report), 0 if not written, -1 if lws
- * failed. */
+ * need not schedule one), 1 if written but something does (lwspy_native_news,
+ * input lws holds), 0 if not written, -1 if lws failed. */
 static int
 lwspy_native_write_now(struct lws_context *ctx, struct lwspy_pollset *ps, struct lws *wsi)
 {
     struct lwspy_ctx *cx = (struct lwspy_ctx *)lws_context_user(ctx);
     struct lws_pollfd p;
-    int fd;
+    int fd, n;
 
     if (ps->serving || !wsi)
         return 0;
@@ -1623,20 +1633,18 @@ lwspy_native_write_now(struct lws_context *ctx, struct lwspy_pollset *ps, struct
     p.events = (short)(((ps->events[fd] & 1) ? LWS_POLLIN : 0) | LWS_POLLOUT);
     p.revents = LWS_POLLOUT;
     ps->serving = 1;
-    fd = lws_service_fd(ctx, &p);
+    n = lws_service_fd(ctx, &p);
     ps->serving = 0;
-    if (fd < 0)
+    if (n < 0)
         return -1;
     lwspy_pollset_apply(ctx, ps);
-    if (ps->failed || ps->undirected || cx->npartial || (cx->bridge && cx->bridge->in.count) ||
-        !lws_service_adjust_timeout(ctx, 1, 0))
+    if (lwspy_native_news(cx, ps) || cx->npartial || !lws_service_adjust_timeout(ctx, 1, 0))
         return 1;
     return 2;
 }
 
-/* The above, plus 2 if messages wait in the bridge (lwspy_bridge_take),
- * plus 4 if the pollset failed (no memory, or epoll refused an fd), plus 8
- * if the loop must stop watching the direct socket (lwspy_pollset_direct). */
+/* lwspy_native_serve's result, plus lwspy_native_news' (the direct socket's
+ * release is reported once). */
 static int
 lwspy_native_service(struct lws_context *ctx, struct lwspy_pollset *ps, int poll)
 {
@@ -1647,13 +1655,9 @@ lwspy_native_service(struct lws_context *ctx, struct lwspy_pollset *ps, int poll
     n = lwspy_native_serve(ctx, ps, poll);
     ps->serving = 0;
 
-    if (n >= 0 && cx && cx->bridge && cx->bridge->in.count)
-        n |= 2;
-    if (n >= 0 && ps->failed)
-        n |= 4;
-    if (n >= 0 && ps->undirected) {
+    if (n >= 0) {
+        n |= lwspy_native_news(cx, ps);
         ps->undirected = 0;
-        n |= 8;
     }
     return n;
 }

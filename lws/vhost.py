@@ -158,7 +158,7 @@ class Vhost:
 
         lws caps each send at this and copies the rest aside. Unset, the
         binding raises it to ``tx_fragment_size``: a queued message then goes
-        out in 64 KiB writes, not 4 KiB ones (a poll round trip each). Not
+        out in 256 KiB writes, not 4 KiB ones (a poll round trip each). Not
         with permessage-deflate, whose large writes lws gets wrong.
         """
         if p.tx_packet_size or self.permessage_deflate:

@@ -83,15 +83,16 @@ def test_large_messages_go_out_as_fragments() -> None:
 
 def test_default_slices_are_tx_fragment_size() -> None:
     """Unset tx_packet_size lets a queued message out in tx_fragment_size
-    writes (not lws' 4096): 64 KiB frames. (With permessage-deflate the slices
-    stay at 4096; the test above shows why that matters.)"""
-    message = b"s" * 200_000
+    writes (not lws' 4096): 256 KiB frames. (With permessage-deflate lws keeps
+    its own per-write cap.)"""
+    assert lws.protocol.DEFAULT_TX_FRAGMENT_SIZE == 256 * 1024
+    message = b"s" * 600_000
     with lws.Context([Echo()], port=0, host="127.0.0.1") as ctx, serving(ctx):
         with ws_connect(f"ws://127.0.0.1:{ctx.port}/", subprotocols=["echo"]) as ws:
             ws.send(message)
             frames = list(ws.recv_streaming())
     assert b"".join(frames) == message  # type: ignore[arg-type]
-    assert [len(f) for f in frames] == [65536, 65536, 65536, 200_000 - 3 * 65536]
+    assert [len(f) for f in frames] == [262144, 262144, 600_000 - 2 * 262144]
 
 
 RX_BUG = textwrap.dedent("""

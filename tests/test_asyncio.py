@@ -546,8 +546,9 @@ def test_large_frames_written_header_first_stay_whole(mode: str, run: Any) -> No
     A peer with a tiny receive buffer that only starts reading later leaves
     lws with payloads it could write only in part (it keeps the rest): each
     payload still follows its own header, whole, and the pong lws owes for
-    a ping that arrives meanwhile gets in between no frame's parts."""
-    sizes = [32767, 32768, 40000, 65535, 65536, 70000, 5, 100000, 1 << 17]
+    a ping that arrives meanwhile gets in between no frame's parts. (300,000
+    bytes go out as 256 KiB fragments, tx_fragment_size.)"""
+    sizes = [32767, 32768, 40000, 65535, 65536, 70000, 5, 100000, 1 << 17, 300_000]
     sent = [(bytes([i]) * n if i % 2 else "é" * (n // 2)) for i, n in enumerate(sizes * 3)]
     got: list[bytes] = []
     pongs: list[bytes] = []

@@ -1606,7 +1606,7 @@ lwspy_native_serve(struct lws_context *ctx, struct lwspy_pollset *ps, int poll)
 static int
 lwspy_native_news(struct lwspy_ctx *cx, struct lwspy_pollset *ps)
 {
-    return (cx && cx->bridge && cx->bridge->in.count ? 2 : 0) | (ps->failed ? 4 : 0) |
+    return (cx->bridge && cx->bridge->in.count ? 2 : 0) | (ps->failed ? 4 : 0) |
            (ps->undirected ? 8 : 0);
 }
 
@@ -1620,7 +1620,7 @@ lwspy_native_news(struct lwspy_ctx *cx, struct lwspy_pollset *ps)
 static int
 lwspy_native_write_now(struct lws_context *ctx, struct lwspy_pollset *ps, struct lws *wsi)
 {
-    struct lwspy_ctx *cx = (struct lwspy_ctx *)lws_context_user(ctx);
+    struct lwspy_ctx *cx = (struct lwspy_ctx *)lws_context_user(ctx); /* always set */
     struct lws_pollfd p;
     int fd, n;
 
@@ -1648,7 +1648,7 @@ lwspy_native_write_now(struct lws_context *ctx, struct lwspy_pollset *ps, struct
 static int
 lwspy_native_service(struct lws_context *ctx, struct lwspy_pollset *ps, int poll)
 {
-    struct lwspy_ctx *cx = (struct lwspy_ctx *)lws_context_user(ctx);
+    struct lwspy_ctx *cx = (struct lwspy_ctx *)lws_context_user(ctx); /* always set */
     int n;
 
     ps->serving = 1;
